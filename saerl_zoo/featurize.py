@@ -1,0 +1,322 @@
+"""Prompts → one sparse SAE code per prompt.
+
+The residual stream is read with a forward hook on one decoder block, and the
+forward pass is stopped right there by raising from the hook: later blocks and
+the LM head would only cost time, and for a 1.5B model read at a middle layer
+they are half the compute. Each token's activation is encoded by the SAE and the
+codes are pooled over the prompt's real tokens (padding and special tokens such
+as BOS are skipped: their outlier norms would dominate a mean).
+
+Work is done in shards of the prompt list; with a `cache_dir`, every finished
+shard is written atomically, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from saerl_zoo.storage import load_csr, read_json, save_csr, write_json
+
+Pooling = Literal["mean", "max"]
+POOLINGS: tuple[str, ...] = ("mean", "max")
+CACHE_VERSION = 1
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook to end the forward pass after the hooked block."""
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    gguf_file: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[torch.nn.Module, Any]:
+    """Load a Hugging Face causal LM and its tokenizer for featurization.
+
+    Weights come from safetensors (or a GGUF file when `gguf_file` is given);
+    remote code runs only when the caller asks for it.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    else:
+        kwargs["use_safetensors"] = True
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype, **kwargs)
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def load_sae(sae: Any, *, device: str | torch.device = "cpu") -> Any:
+    """Return a sae-lens `SAE`, loading it from a saved folder when given a path."""
+    from sae_lens import SAE
+
+    if isinstance(sae, SAE):
+        return sae
+    path = Path(sae)
+    if not path.is_dir():
+        raise FileNotFoundError(f"SAE folder not found: {path}")
+    for name in ("cfg.json", "sae_weights.safetensors"):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"SAE folder {path} has no {name} (expected sae-lens's on-disk format)")
+    try:
+        return SAE.load_from_disk(str(path), device=str(device))
+    except Exception as err:  # sae-lens raises many kinds on a damaged folder
+        raise ValueError(f"could not load the SAE in {path}: {err}") from err
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """Find the stack of decoder blocks of any HF causal LM.
+
+    Architectures name it differently (`model.layers`, `transformer.h`, ...), but
+    it is always a ModuleList as long as the config's layer count.
+    """
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n_layers = getattr(text_config, "num_hidden_layers", None)
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > 0 and (n_layers is None or len(module) == n_layers):
+            return module
+    raise ValueError(f"could not find the decoder blocks of {type(model).__name__}")
+
+
+def layer_from_hook_name(hook_name: str | None) -> int | None:
+    """Read the block index from an SAE hook name (`model.layers.6`, `blocks.6.hook_resid_post`)."""
+    if not hook_name:
+        return None
+    match = re.search(r"(?:layers|h|blocks|layer)\.(\d+)", hook_name)
+    if match is None:
+        return None
+    layer = int(match.group(1))
+    return layer - 1 if hook_name.endswith("hook_resid_pre") else layer
+
+
+def resolve_layer(model: torch.nn.Module, sae: Any, layer: int | None) -> int:
+    """Check the layer against the model and the SAE; default to the SAE's own hook."""
+    n_layers = len(decoder_layers(model))
+    if layer is None:
+        layer = layer_from_hook_name(sae.cfg.metadata.get("hook_name"))
+        if layer is None:
+            raise ValueError("no layer given and the SAE's metadata names no hook to read it from")
+    if not -n_layers <= layer < n_layers:
+        raise ValueError(f"layer {layer} is out of range: the model has {n_layers} decoder blocks (0..{n_layers - 1})")
+    return layer % n_layers
+
+
+def _check_prompts(prompts: Sequence[Any]) -> list[str]:
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a sequence of strings, not one string")
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompts given")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f"prompt {i} is a {type(p).__name__}, not text")
+        if not p.strip():
+            raise ValueError(f"prompt {i} is empty")
+    return prompts
+
+
+def _hidden_size(model: torch.nn.Module) -> int:
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text_config.hidden_size)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def residual_stream(model: torch.nn.Module, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The output of decoder block `layer` (== hidden_states[layer + 1]), computing nothing after it."""
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        raise _StopForward
+
+    handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError(f"decoder block {layer} never ran; is it part of the model's forward pass?")
+    return captured[0]
+
+
+def pool_codes(codes: torch.Tensor, token_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """Pool per-token SAE codes (batch × tokens × d_sae) over the tokens the mask keeps."""
+    mask = token_mask.to(codes.dtype).unsqueeze(-1)
+    if pooling == "mean":
+        return (codes * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    if pooling == "max":
+        return codes.masked_fill(mask == 0, float("-inf")).amax(1).clamp_min(0.0)
+    raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+
+
+def _encode_batch(
+    texts: list[str], model: torch.nn.Module, tokenizer: Any, sae: Any, layer: int, pooling: Pooling, max_length: int
+) -> np.ndarray:
+    enc = tokenizer(
+        texts,
+        return_tensors="pt",
+        padding=True,
+        padding_side="right",  # HF models take positions from the cache, not the mask: left padding would shift them
+        truncation=True,
+        max_length=max_length,
+        return_special_tokens_mask=True,
+    )
+    device = _model_device(model)
+    attention_mask = enc["attention_mask"].to(device)
+    acts = residual_stream(model, layer, enc["input_ids"].to(device), attention_mask)
+    token_mask = attention_mask.bool() & ~enc["special_tokens_mask"].to(device).bool()
+    empty = (~token_mask.any(1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"prompts {[texts[i][:40] for i in empty]} have no tokens besides special tokens")
+    codes = sae.encode(acts.to(sae.W_enc.device, sae.W_enc.dtype))
+    pooled = pool_codes(codes, token_mask.to(codes.device), pooling).float()
+    bad = (~torch.isfinite(pooled).all(1)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"NaN/inf in the SAE features of prompts {[texts[i][:40] for i in bad]}")
+    return pooled.cpu().numpy()
+
+
+def _featurize_shard(
+    texts: list[str],
+    model: torch.nn.Module,
+    tokenizer: Any,
+    sae: Any,
+    layer: int,
+    pooling: Pooling,
+    batch_size: int,
+    max_length: int,
+    bar: tqdm,
+) -> sp.csr_matrix:
+    """Featurize one shard, batching prompts of similar length so padding is small."""
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")[::-1]
+    batches: list[sp.csr_matrix] = []
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        batches.append(sp.csr_matrix(_encode_batch([texts[i] for i in idx], model, tokenizer, sae, layer, pooling, max_length)))
+        bar.update(len(idx))
+    sorted_rows = sp.vstack(batches, format="csr")
+    return sorted_rows[np.argsort(order)].astype(np.float32)
+
+
+def _fingerprint(
+    prompts: list[str], model: torch.nn.Module, tokenizer: Any, sae: Any, layer: int, pooling: str, max_length: int, shard_size: int
+) -> dict[str, Any]:
+    """What a cache was computed from; a mismatch means its shards are not reusable."""
+    prompts_hash = hashlib.sha256()
+    for p in prompts:
+        prompts_hash.update(hashlib.sha256(p.encode()).digest())
+    sae_hash = hashlib.sha256(sae.W_enc.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
+    model_hash = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    first_weight = next(decoder_layers(model)[layer].parameters())
+    model_hash.update(first_weight.detach().float().flatten()[:65536].cpu().numpy().tobytes())
+    return {
+        "version": CACHE_VERSION,
+        "n_prompts": len(prompts),
+        "prompts_sha256": prompts_hash.hexdigest(),
+        "model": str(getattr(model, "name_or_path", "")),
+        "model_sha256": model_hash.hexdigest()[:16],
+        "tokenizer_vocab": len(tokenizer),
+        "sae_sha256": sae_hash,
+        "d_sae": int(sae.cfg.d_sae),
+        "layer": layer,
+        "pooling": pooling,
+        "max_length": max_length,
+        "shard_size": shard_size,
+    }
+
+
+def _open_cache(cache_dir: Path, fingerprint: dict[str, Any]) -> None:
+    manifest = cache_dir / "manifest.json"
+    if manifest.exists():
+        found = read_json(manifest)
+        diff = sorted(k for k in set(found) | set(fingerprint) if found.get(k) != fingerprint.get(k))
+        if diff:
+            raise ValueError(
+                f"the cache in {cache_dir} was made with other inputs (differs in {diff}); "
+                "use another cache folder or delete this one"
+            )
+    else:
+        write_json(manifest, fingerprint)
+
+
+def featurize(
+    prompts: Sequence[str],
+    model: torch.nn.Module,
+    tokenizer: Any,
+    sae: Any,
+    *,
+    layer: int | None = None,
+    pooling: Pooling = "mean",
+    batch_size: int = 32,
+    max_length: int = 512,
+    cache_dir: str | os.PathLike[str] | None = None,
+    shard_size: int = 4096,
+    progress: bool = True,
+) -> sp.csr_matrix:
+    """One pooled SAE code per prompt: a CSR matrix of shape (len(prompts), d_sae).
+
+    `layer` indexes decoder blocks from 0 and reads the block's output (the
+    residual stream after it, `hidden_states[layer + 1]`); by default it is read
+    from the SAE's hook name. `sae` is a sae-lens `SAE` or its saved folder.
+    """
+    prompts = _check_prompts(prompts)
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    if batch_size < 1 or shard_size < 1 or max_length < 1:
+        raise ValueError("batch_size, shard_size and max_length must be positive")
+    sae = load_sae(sae, device=_model_device(model))
+    if int(sae.cfg.d_in) != _hidden_size(model):
+        raise ValueError(f"SAE d_in={sae.cfg.d_in} does not match the model's hidden size {_hidden_size(model)}")
+    layer = resolve_layer(model, sae, layer)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        _open_cache(cache, _fingerprint(prompts, model, tokenizer, sae, layer, pooling, max_length, shard_size))
+
+    n_shards = math.ceil(len(prompts) / shard_size)
+    shards: list[sp.csr_matrix] = []
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), tqdm(total=len(prompts), desc="featurize", unit="prompt", disable=not progress) as bar:
+        for s in range(n_shards):
+            texts = prompts[s * shard_size : (s + 1) * shard_size]
+            path = cache / f"shard-{s:05d}.safetensors" if cache is not None else None
+            if path is not None and path.exists():
+                shards.append(load_csr(path))
+                bar.update(len(texts))
+                continue
+            shard = _featurize_shard(texts, model, tokenizer, sae, layer, pooling, batch_size, max_length, bar)
+            if path is not None:
+                save_csr(path, shard, {"shard": str(s), "rows": json.dumps([s * shard_size, s * shard_size + len(texts)])})
+            shards.append(shard)
+    model.train(was_training)
+    return sp.vstack(shards, format="csr")

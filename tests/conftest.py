@@ -1,0 +1,87 @@
+"""Tiny models the tests build themselves: no download, a few KB of weights."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+import torch
+
+
+def make_char_tokenizer():
+    """A character-level fast tokenizer that prepends BOS, like real LM tokenizers."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list(string.printable)
+    vocab = {tok: i for i, tok in enumerate(["<pad>", "<bos>", "<eos>", "<unk>", *chars])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def make_tiny_llama(vocab_size: int, hidden: int = 32, layers: int = 3, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def make_tiny_sae(d_in: int, d_sae: int = 64, hook_name: str = "model.layers.1", seed: int = 0):
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    torch.manual_seed(seed)
+    cfg = StandardSAEConfig(d_in=d_in, d_sae=d_sae)
+    cfg.metadata.hook_name = hook_name
+    sae = StandardSAE(cfg)
+    with torch.no_grad():  # random directions, no bias: about half the codes fire on a random model
+        sae.W_enc.normal_(0, 1.0)
+        sae.b_enc.zero_()
+        sae.W_dec.copy_(sae.W_enc.T)
+    return sae
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer):
+    return make_tiny_llama(len(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def tiny_sae():
+    return make_tiny_sae(32)
+
+
+PROMPTS = [
+    "What is 2 + 3?",
+    "Compute 17 * 4.",
+    "A train leaves at 3pm and travels 60 km per hour; how far has it gone by 5pm?",
+    "gcd(12, 18) = ?",
+    "Simplify 6/8.",
+    "Next in 2, 4, 8, 16, ?",
+    "x",
+]
+
+
+@pytest.fixture()
+def prompts():
+    return list(PROMPTS)
