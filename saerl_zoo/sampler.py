@@ -1,0 +1,364 @@
+"""Prompt order for RL training: the SaeRL curriculum as a ``torch`` sampler.
+
+SaeRL orders prompts with three signals read from the policy's SAE features:
+clusters in feature space (diversity), a difficulty probe and a quality probe.
+:class:`SaeRLSampler` turns them into an epoch order, in this sequence:
+
+1. quality filtering - prompts outside ``keep`` never appear;
+2. cluster-first batching - each cluster is sorted easy -> hard and cut into
+   global batches, so one optimiser step sees related prompts of similar
+   difficulty; each cluster's partial last chunk is pooled with the others',
+   sorted by difficulty and appended at the end, so every batch but the
+   very last is full;
+3. rotation - batches rotate round-robin across clusters, so the policy never
+   spends many consecutive steps on one topic;
+4. tail mixing - adjacent batches swap a ``mixing`` fraction of their hardest
+   items, a knob between pure cluster batches (0) and the vanilla-GRPO
+   uniform shuffle (1).
+
+Each component can be switched off for ablations (``keep=None``,
+``clusters=None``, ``difficulty=None``, ``mixing=0``, ``rotate=False``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Iterator
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Sampler
+
+__all__ = ["SaeRLSampler", "quality_mask"]
+
+ArrayLike = Union[npt.ArrayLike, torch.Tensor]
+
+
+def _to_numpy(values: ArrayLike, name: str, n: int | None = None) -> np.ndarray:
+    """One 1-D numpy view of lists, arrays and (possibly GPU) tensors alike."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if n is not None and len(array) != n:
+        raise ValueError(f"{name} has length {len(array)}, expected n={n}")
+    return array
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_finite(array: np.ndarray, name: str) -> np.ndarray:
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"{name} must be real numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(array))
+    if len(bad):
+        raise ValueError(f"{name} has {len(bad)} NaN/inf values (first at index {bad[0]})")
+    return array
+
+
+def quality_mask(
+    scores: ArrayLike, threshold: float | None = None, keep_fraction: float | None = None
+) -> np.ndarray:
+    """Boolean ``keep`` mask from quality-probe scores (higher = better).
+
+    Give exactly one of ``threshold`` (keep ``scores >= threshold``) or
+    ``keep_fraction`` (keep the best ``max(1, round(keep_fraction * n))``
+    prompts). Equal scores are broken by lower index first, so the same
+    scores always give the same mask.
+    """
+    if (threshold is None) == (keep_fraction is None):
+        raise ValueError("give exactly one of threshold or keep_fraction")
+    scores = _check_finite(_to_numpy(scores, "scores"), "scores")
+    if threshold is not None:
+        return scores >= threshold
+    if not 0 < keep_fraction <= 1:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    count = max(1, round(keep_fraction * len(scores)))
+    mask = np.zeros(len(scores), dtype=bool)
+    mask[np.argsort(-scores, kind="stable")[:count]] = True
+    return mask
+
+
+def _epoch_batches(
+    kept: np.ndarray,
+    clusters: np.ndarray | None,
+    difficulty: np.ndarray | None,
+    global_batch: int,
+    mixing: float,
+    rotate: bool,
+    seed: int,
+    epoch: int,
+) -> list[np.ndarray]:
+    """The epoch's global batches; only the last one may be short.
+
+    All randomness comes from one generator seeded by ``(seed, epoch)``, and
+    the mixing shuffle draws from it last, so a schedule with ``mixing > 0``
+    shares its batch heads with the ``mixing = 0`` schedule of the same epoch.
+    """
+    rng = np.random.default_rng((seed, epoch))
+
+    def chunk(order: np.ndarray) -> list[np.ndarray]:
+        return [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
+
+    if mixing == 1:
+        return chunk(rng.permutation(kept))
+
+    order = rng.permutation(kept)  # the seeded tie-break among equal difficulties
+    if difficulty is not None:
+        order = order[np.argsort(difficulty[order], kind="stable")]
+    labels = clusters[order] if clusters is not None else np.zeros(len(order), dtype=np.int64)
+
+    per_cluster: list[list[np.ndarray]] = []
+    leftovers: list[np.ndarray] = []
+    for label in rng.permutation(np.unique(labels)):
+        members = order[labels == label]
+        full = len(members) - len(members) % global_batch
+        per_cluster.append(chunk(members[:full]))
+        leftovers.append(members[full:])
+    if rotate:
+        rounds = itertools.zip_longest(*per_cluster)
+        batches = [batch for round_ in rounds for batch in round_ if batch is not None]
+    else:
+        batches = [batch for cluster in per_cluster for batch in cluster]
+
+    rest = np.concatenate(leftovers)
+    if difficulty is not None:
+        rest = rest[np.argsort(difficulty[rest], kind="stable")]
+    batches += chunk(rest)
+
+    k = round(mixing * global_batch)
+    if k:
+        # Batches are disjoint views of their cluster arrays, so writing the
+        # shuffled pool back in place edits exactly these two tails.
+        for first, second in zip(batches[0::2], batches[1::2]):
+            k1, k2 = min(k, len(first)), min(k, len(second))
+            pool = rng.permutation(np.concatenate([first[len(first) - k1 :], second[len(second) - k2 :]]))
+            first[len(first) - k1 :] = pool[:k1]
+            second[len(second) - k2 :] = pool[k1:]
+    return batches
+
+
+class SaeRLSampler(Sampler[int]):
+    """Epoch order of prompt indices for RL training, sharded across ranks.
+
+    Every rank builds the same global schedule from ``(seed, epoch)`` and
+    takes ``global_batch[rank::num_replicas]`` of each global batch of
+    ``batch_size * num_replicas`` items, so one optimiser step across ranks
+    covers exactly one scheduled batch. Use ``DataLoader(dataset,
+    batch_size=batch_size, sampler=sampler)`` to keep that alignment.
+
+    ``mixing`` blends cluster batches with randomness: ``k = round(mixing *
+    G)`` tail items of each adjacent batch pair are pooled and shuffled
+    between the two. ``mixing = 1`` is special-cased to a uniform seeded
+    permutation of all kept prompts (the vanilla-GRPO baseline), ignoring
+    clusters, difficulty and rotation. ``rotate=False`` lays out clusters one
+    after another in the same seeded cluster order.
+
+    A short last global batch is dropped with ``drop_last=True``; otherwise,
+    with several replicas, it is padded with indices from the start of the
+    epoch's order (as ``DistributedSampler`` does) so every rank takes the
+    same number of steps. With one replica it is yielded as is.
+
+    Like ``DistributedSampler`` the epoch does not advance by itself: call
+    :meth:`set_epoch` each epoch. Iteration resumes from an internal cursor
+    that :meth:`state_dict` saves; the cursor counts indices handed to the
+    consumer, so a ``DataLoader`` that prefetches has drawn a few batches
+    beyond the last step trained. ``__len__`` is the full epoch length even
+    mid-epoch.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        batch_size: int,
+        clusters: ArrayLike | None = None,
+        difficulty: ArrayLike | None = None,
+        keep: ArrayLike | None = None,
+        mixing: float = 0.1,
+        rotate: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        self.n = _check_int(n, "n", 1)
+        self.batch_size = _check_int(batch_size, "batch_size", 1)
+        self.num_replicas = _check_int(num_replicas, "num_replicas", 1)
+        self.rank = _check_int(rank, "rank", 0)
+        if self.rank >= self.num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas={self.num_replicas}), got {rank}")
+        # default_rng((seed, epoch)) only accepts non-negative entropy.
+        self.seed = _check_int(seed, "seed", 0)
+        if isinstance(mixing, bool) or not isinstance(mixing, (int, float, np.floating, np.integer)):
+            raise ValueError(f"mixing must be a number in [0, 1], got {mixing!r}")
+        if not 0 <= mixing <= 1:
+            raise ValueError(f"mixing must be in [0, 1], got {mixing}")
+        self.mixing = float(mixing)
+        self.rotate = bool(rotate)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        self._cursor = 0
+
+        if keep is None:
+            keep_mask = np.ones(self.n, dtype=bool)
+        else:
+            keep_mask = _to_numpy(keep, "keep", self.n)
+            if keep_mask.dtype != np.bool_:
+                raise ValueError(
+                    f"keep must be a boolean mask, got dtype {keep_mask.dtype} "
+                    "(for a list of indices, build np.isin(np.arange(n), indices))"
+                )
+        self._kept = np.flatnonzero(keep_mask)
+        if len(self._kept) == 0:
+            raise ValueError("keep filters out all prompts")
+
+        self._clusters = None
+        if clusters is not None:
+            labels = _to_numpy(clusters, "clusters", self.n)
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(f"clusters must be integer labels, got dtype {labels.dtype}")
+            self._clusters = labels.astype(np.int64)
+
+        self._difficulty = None
+        if difficulty is not None:
+            self._difficulty = _check_finite(_to_numpy(difficulty, "difficulty", self.n), "difficulty")
+
+        if self.drop_last and len(self._kept) < self.global_batch_size:
+            raise ValueError(
+                f"only {len(self._kept)} prompts are kept, fewer than one global batch of "
+                f"{self.global_batch_size}: with drop_last=True the epoch would be empty"
+            )
+        self._fingerprint = self._make_fingerprint(keep_mask)
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.num_replicas
+
+    def _make_fingerprint(self, keep_mask: np.ndarray) -> dict[str, Any]:
+        """Everything that changes the order or its length, minus seed and rank.
+
+        Rank is left out on purpose: all ranks share epoch, cursor and length,
+        so a state saved on rank 0 resumes every rank.
+        """
+        digest = hashlib.sha256()
+        for name, array in (
+            ("keep", keep_mask),
+            ("clusters", self._clusters),
+            ("difficulty", self._difficulty),
+        ):
+            digest.update(name.encode())
+            if array is not None:
+                digest.update(array.dtype.str.encode() + array.tobytes())
+        return {
+            "n": self.n,
+            "batch_size": self.batch_size,
+            "num_replicas": self.num_replicas,
+            "mixing": self.mixing,
+            "rotate": self.rotate,
+            "drop_last": self.drop_last,
+            "data": digest.hexdigest()[:16],
+        }
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order is yielded next.
+
+        Setting a new epoch restarts at its beginning; setting the current
+        one keeps the cursor, so a training loop that calls ``set_epoch``
+        right after :meth:`load_state_dict` still resumes mid-epoch.
+        """
+        epoch = _check_int(epoch, "epoch", 0)
+        if epoch != self.epoch:
+            self._cursor = 0
+        self.epoch = epoch
+
+    def global_batches(self) -> list[list[int]]:
+        """The epoch's global batches after ``drop_last``, before padding and sharding."""
+        batches = _epoch_batches(
+            self._kept,
+            self._clusters,
+            self._difficulty,
+            self.global_batch_size,
+            self.mixing,
+            self.rotate,
+            self.seed,
+            self.epoch,
+        )
+        if self.drop_last and len(batches[-1]) < self.global_batch_size:
+            batches = batches[:-1]
+        return [batch.tolist() for batch in batches]
+
+    def batch_clusters(self) -> list[list[int]]:
+        """Cluster label of each item per global batch (all 0 without clusters)."""
+        batches = self.global_batches()
+        if self._clusters is None:
+            return [[0] * len(batch) for batch in batches]
+        return [self._clusters[batch].tolist() for batch in batches]
+
+    def order(self) -> list[int]:
+        """This rank's full epoch order, independent of the cursor."""
+        batches = self.global_batches()
+        last = batches[-1]
+        if self.num_replicas > 1 and len(last) < self.global_batch_size:
+            flat = [index for batch in batches for index in batch]
+            last.extend(np.resize(flat, self.global_batch_size - len(last)).tolist())
+        return [index for batch in batches for index in batch[self.rank :: self.num_replicas]]
+
+    def __len__(self) -> int:
+        kept, size = len(self._kept), self.global_batch_size
+        if self.drop_last:
+            return kept // size * self.batch_size
+        if self.num_replicas == 1:
+            return kept
+        return math.ceil(kept / size) * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order()
+        for position in range(self._cursor, len(order)):
+            self._cursor = position + 1
+            yield order[position]
+        self._cursor = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "cursor": self._cursor,
+            "seed": self.seed,
+            "fingerprint": dict(self._fingerprint),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`; refuse a state built from other inputs."""
+        missing = {"epoch", "cursor", "seed", "fingerprint"} - set(state)
+        if missing:
+            raise ValueError(f"state_dict is missing {sorted(missing)}")
+        fingerprint = state["fingerprint"]
+        if not isinstance(fingerprint, dict):
+            raise ValueError(f"state_dict fingerprint must be a dict, got {fingerprint!r}")
+        differ = sorted(
+            key for key in self._fingerprint.keys() | fingerprint.keys()
+            if fingerprint.get(key) != self._fingerprint.get(key)
+        )
+        if differ:
+            raise ValueError(
+                f"state_dict was saved for a different sampler: {', '.join(differ)} differ "
+                f"(saved {fingerprint}, this sampler {self._fingerprint})"
+            )
+        epoch = _check_int(state["epoch"], "epoch", 0)
+        seed = _check_int(state["seed"], "seed", 0)
+        cursor = _check_int(state["cursor"], "cursor", 0)
+        if cursor > len(self):
+            raise ValueError(f"cursor {cursor} is past the epoch length {len(self)}")
+        self.epoch, self.seed, self._cursor = epoch, seed, cursor
