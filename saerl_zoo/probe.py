@@ -1,0 +1,145 @@
+"""Linear probes on sparse SAE codes: the shared weights, metrics and storage.
+
+A probe is one weight vector and a bias over SAE features — small enough to
+publish next to its SAE, and readable (its largest weights name the features
+that drive difficulty or quality). Estimators come from scikit-learn, which
+fits sparse matrices directly. Codes are fitted unscaled: with unit-norm decoder
+rows an SAE code already measures a feature's share of the residual stream, and
+standardising would blow up rare features, whose few activations are mostly
+noise on a labelled set of a few hundred prompts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from saerl_zoo.storage import read_json, read_tensors, write_json, write_tensors
+
+CONFIG_NAME = "probe_config.json"
+WEIGHTS_NAME = "probe.safetensors"
+P = TypeVar("P", bound="LinearProbe")
+
+
+@dataclasses.dataclass
+class ProbeConfig:
+    """Everything needed to apply a probe correctly, saved next to its weights."""
+
+    probe: str  # "difficulty" or "quality"
+    estimator: str  # "elasticnet", "ridge" or "logistic"
+    d_in: int
+    target: str  # what the score means, e.g. "1 - pass rate (higher = harder)"
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, float]  # on the held-out split, before the final refit on all labels
+    n_train: int
+    n_heldout: int
+    seed: int
+    sae: dict[str, Any] | None = None  # provenance of the features: hook, d_sae, SAE hash
+    version: int = 1
+
+
+def as_features(features: Any, d_in: int | None = None) -> sp.csr_matrix:
+    """Accept CSR/dense features; refuse NaN/inf and a wrong width with a clear error."""
+    X = sp.csr_matrix(features, dtype=np.float32)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"features must be a non-empty 2-D matrix, got shape {X.shape}")
+    if not np.all(np.isfinite(X.data)):
+        raise ValueError("features contain NaN or inf")
+    if d_in is not None and X.shape[1] != d_in:
+        raise ValueError(f"features have {X.shape[1]} columns but the probe expects d_in={d_in}")
+    return X
+
+
+def as_targets(targets: Any, n: int) -> np.ndarray:
+    y = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if y.shape[0] != n:
+        raise ValueError(f"{y.shape[0]} targets for {n} feature rows")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("targets contain NaN or inf")
+    if np.ptp(y) == 0:
+        raise ValueError("targets are constant: nothing to fit")
+    return y
+
+
+def heldout_split(n: int, heldout_fraction: float, seed: int, stratify: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/held-out index split (stratified for class labels)."""
+    if not 0 < heldout_fraction < 1:
+        raise ValueError("heldout_fraction must be in (0, 1)")
+    n_held = max(1, int(round(n * heldout_fraction)))
+    if n - n_held < 2:
+        raise ValueError(f"{n} labelled examples are too few to fit and hold out")
+    from sklearn.model_selection import train_test_split
+
+    train, held = train_test_split(np.arange(n), test_size=n_held, random_state=seed, stratify=stratify)
+    return np.sort(train), np.sort(held)
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    if np.ptp(y_pred) == 0 or np.ptp(y_true) == 0:
+        rho = r = 0.0
+    else:
+        rho, r = float(stats.spearmanr(y_true, y_pred).statistic), float(stats.pearsonr(y_true, y_pred).statistic)
+    return {"spearman": rho, "pearson": r, "rmse": float(np.sqrt(np.mean((y_true - y_pred) ** 2)))}
+
+
+def classification_metrics(labels: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    auroc = float(roc_auc_score(labels, prob)) if len(np.unique(labels)) == 2 else float("nan")
+    return {"auroc": auroc, "accuracy": float(np.mean((prob >= 0.5) == labels))}
+
+
+class LinearProbe:
+    """score = link(features @ weight + bias); subclasses choose the estimator and the link."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, weight: np.ndarray, bias: float, config: ProbeConfig):
+        self.weight = np.asarray(weight, dtype=np.float32).reshape(-1)
+        self.bias = float(bias)
+        self.config = config
+        if self.weight.shape[0] != config.d_in:
+            raise ValueError(f"weight has {self.weight.shape[0]} entries but config says d_in={config.d_in}")
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.config.metrics
+
+    def decision_function(self, features: Any) -> np.ndarray:
+        X = as_features(features, self.config.d_in)
+        return np.asarray(X @ self.weight, dtype=np.float64) + self.bias
+
+    def predict(self, features: Any) -> np.ndarray:
+        return self.decision_function(features)
+
+    def top_features(self, k: int = 10) -> list[tuple[int, float]]:
+        """The features with the largest |weight|: what to look up in a feature dashboard."""
+        idx = np.argsort(-np.abs(self.weight), kind="stable")[:k]
+        return [(int(i), float(self.weight[i])) for i in idx if self.weight[i] != 0]
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        path = Path(path)
+        write_tensors(path / WEIGHTS_NAME, {"weight": self.weight, "bias": np.asarray([self.bias], dtype=np.float32)})
+        write_json(path / CONFIG_NAME, dataclasses.asdict(self.config))
+        return path
+
+    @classmethod
+    def load(cls: type[P], path: str | os.PathLike[str]) -> P:
+        path = Path(path)
+        raw = read_json(path / CONFIG_NAME)
+        try:
+            config = ProbeConfig(**raw)
+        except TypeError as err:
+            raise ValueError(f"{path / CONFIG_NAME} is not a probe config: {err}") from err
+        if config.probe != cls.kind:
+            raise ValueError(f"{path} holds a {config.probe} probe, not a {cls.kind} probe")
+        tensors = read_tensors(path / WEIGHTS_NAME)
+        return cls(tensors["weight"], float(tensors["bias"][0]), config)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(estimator={self.config.estimator!r}, d_in={self.config.d_in}, metrics={self.metrics})"

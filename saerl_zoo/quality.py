@@ -1,0 +1,106 @@
+"""Quality: a linear probe on SAE codes that flags broken prompts, and the filter.
+
+Broken RL prompts — wrong reference answers, truncated statements, noise — cost
+rollouts and teach nothing, so they are dropped before anything else. With
+good/bad labels the probe is a logistic classifier (score = P(good)); with a
+numeric quality score it is ridge regression. Regularisation is chosen by
+cross-validation on the training split; the held-out split gives AUROC (or
+Spearman) and the shipped probe is refitted on every label.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
+
+from saerl_zoo.sampler import quality_mask
+from saerl_zoo.probe import (
+    LinearProbe,
+    ProbeConfig,
+    as_features,
+    as_targets,
+    classification_metrics,
+    heldout_split,
+    regression_metrics,
+)
+
+QualityKind = Literal["logistic", "ridge"]
+_ALPHAS = np.logspace(-3, 3, 13)
+
+
+def _fit(X, y, kind: QualityKind, seed: int, reg: float | None) -> tuple[np.ndarray, float, float]:
+    """Return weights, bias and the regulariser (chosen by cross-validation when `reg` is None)."""
+    if kind == "logistic":
+        if reg is None:
+            folds = int(min(5, np.bincount(y.astype(int)).min()))
+            cv = LogisticRegressionCV(
+                Cs=1.0 / _ALPHAS, l1_ratios=(0.0,), cv=max(2, folds), scoring="roc_auc", max_iter=2000, random_state=seed, use_legacy_attributes=False
+            )
+            model = cv.fit(X, y)
+            reg = float(np.ravel(cv.C_)[0])
+        else:
+            model = LogisticRegression(C=reg, max_iter=2000, random_state=seed).fit(X, y)
+        return model.coef_.reshape(-1), float(np.ravel(model.intercept_)[0]), reg
+    if reg is None:
+        cv = RidgeCV(alphas=_ALPHAS).fit(X, y)
+        model, reg = cv, float(cv.alpha_)
+    else:
+        model = Ridge(alpha=reg).fit(X, y)
+    return model.coef_.reshape(-1), float(model.intercept_), reg
+
+
+class QualityProbe(LinearProbe):
+    """Predicted prompt quality; higher = better (P(good) for the logistic kind)."""
+
+    kind = "quality"
+
+    def predict(self, features: Any) -> np.ndarray:
+        z = self.decision_function(features)
+        return expit(z) if self.config.estimator == "logistic" else z
+
+    def keep_mask(self, features: Any, *, threshold: float | None = None, keep_fraction: float | None = None) -> np.ndarray:
+        """The quality filter: a boolean mask of prompts to train on."""
+        return quality_mask(self.predict(features), threshold=threshold, keep_fraction=keep_fraction)
+
+    @classmethod
+    def fit(
+        cls,
+        features: Any,
+        labels: Any,
+        *,
+        kind: QualityKind = "logistic",
+        heldout_fraction: float = 0.2,
+        seed: int = 0,
+        target: str | None = None,
+        sae: dict[str, Any] | None = None,
+    ) -> QualityProbe:
+        X = as_features(features)
+        y = as_targets(labels, X.shape[0])
+        if kind == "logistic":
+            if not np.isin(y, (0, 1)).all():
+                raise ValueError("logistic quality labels must be 0 (bad) or 1 (good)")
+            if np.bincount(y.astype(int)).min() < 2:
+                raise ValueError("need at least 2 good and 2 bad labelled prompts")
+        elif kind != "ridge":
+            raise ValueError(f"unknown quality probe kind {kind!r}; choose 'logistic' or 'ridge'")
+        train, held = heldout_split(X.shape[0], heldout_fraction, seed, stratify=y if kind == "logistic" else None)
+        w, b, reg = _fit(X[train], y[train], kind, seed, None)
+        z = np.asarray(X[held] @ w) + b
+        metrics = classification_metrics(y[held], expit(z)) if kind == "logistic" else regression_metrics(y[held], z)
+        w, b, _ = _fit(X, y, kind, seed, reg)
+        config = ProbeConfig(
+            probe=cls.kind,
+            estimator=kind,
+            d_in=X.shape[1],
+            target=target or ("P(good prompt)" if kind == "logistic" else "quality score (higher = better)"),
+            hyperparameters={"C" if kind == "logistic" else "alpha": reg},
+            metrics=metrics,
+            n_train=len(train),
+            n_heldout=len(held),
+            seed=seed,
+            sae=sae,
+        )
+        return cls(w, b, config)
