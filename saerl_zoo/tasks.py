@@ -1,0 +1,414 @@
+"""A verifiable math task pool with known family, difficulty and quality.
+
+Why this module exists: the SaeRL method orders RL prompts by diversity,
+difficulty and quality, and judging whether it does that well needs a prompt
+set whose structure is *known*.  Every problem here comes from a
+`reasoning_gym` generator (so its reference answer is computed, not guessed),
+belongs to one of a few task families, sits at one of three difficulty levels
+set through the generator's own settings (digits, terms, value range), and a
+controlled fraction of the pool is deliberately broken the way scraped RL data
+is broken (wrong reference answers, truncated statements, near-duplicates,
+off-topic text).
+
+The pipeline only ever sees ``items`` (``id``, ``prompt``, ``answer``); the
+ground truth (``family``, ``level``, ``quality``, ``defect``) is returned
+separately and is meant for evaluation only.
+
+Prompts use a compact template, ``"Q: <question>\\nA:"``, instead of
+reasoning_gym's verbose instructions, because the embedded policy model is a
+tiny from-scratch LM with a short context.  Answers are checked with
+:func:`score`, a numeric / fraction-aware exact match that agrees with the
+reasoning_gym scorers on the reference answers (see ``tests/test_tasks.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+__all__ = [
+    "DEFECTS",
+    "FAMILIES",
+    "LEVELS",
+    "build_eval_set",
+    "build_pool",
+    "build_train_set",
+    "format_prompt",
+    "score",
+]
+
+LEVELS: tuple[int, ...] = (1, 2, 3)
+# Questions longer than this are skipped: the embedded LM has a tiny context.
+MAX_QUESTION_CHARS = 56
+# Kinds of low-quality prompt and their share of the broken part of the pool.
+DEFECTS: dict[str, float] = {
+    "wrong_answer": 0.30,  # reference answer is wrong: reward is noise
+    "truncated": 0.30,  # statement cut off mid-way: unsolvable
+    "near_duplicate": 0.20,  # copy of another pool prompt with a tiny edit
+    "off_topic": 0.20,  # scraped noise text that is not a math problem
+}
+OFF_TOPIC_FAMILY = "off_topic"
+
+
+def format_prompt(question: str) -> str:
+    """The prompt template the policy sees; the answer follows after a space."""
+    return f"Q: {question}\nA:"
+
+
+# --------------------------------------------------------------------------
+# Task families: reasoning_gym generator + per-level settings + compact wording
+
+
+@dataclass(frozen=True)
+class Family:
+    """One task family: which reasoning_gym dataset, its 3 difficulty settings,
+    and how to phrase an entry compactly from the entry's metadata."""
+
+    rg_name: str
+    levels: dict[int, dict[str, Any]]
+    question: Callable[[dict[str, Any]], str]
+
+
+def _numbers(md: dict[str, Any]) -> str:
+    return ", ".join(str(x) for x in md["numbers"])
+
+
+FAMILIES: dict[str, Family] = {
+    "chain_sum": Family(
+        "chain_sum",
+        {
+            1: dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1),
+            2: dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2),
+            3: dict(min_terms=3, max_terms=4, min_digits=2, max_digits=3),
+        },
+        lambda e: f"{e['metadata']['expression']} =",
+    ),
+    "basic_arithmetic": Family(
+        "basic_arithmetic",
+        {
+            1: dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1, operators=("+", "-", "*"),
+                    allow_parentheses=False, allow_negation=False),
+            2: dict(min_terms=3, max_terms=3, min_digits=1, max_digits=1, operators=("+", "-", "*", "/"),
+                    allow_parentheses=False, allow_negation=False),
+            3: dict(min_terms=3, max_terms=4, min_digits=1, max_digits=2, operators=("+", "-", "*", "/"),
+                    allow_parentheses=True, allow_negation=True),
+        },
+        lambda e: e["question"],  # already compact: "Calculate <expr>."
+    ),
+    "products": Family(
+        "products",
+        {
+            1: dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1),
+            2: dict(min_terms=2, max_terms=2, min_digits=2, max_digits=2),
+            3: dict(min_terms=2, max_terms=2, min_digits=3, max_digits=3),
+        },
+        lambda e: "Multiply " + e["metadata"]["expression"].replace(" * ", " by ") + ".",
+    ),
+    "gcd": Family(
+        "gcd",
+        {
+            1: dict(min_numbers=2, max_numbers=2, max_value=20),
+            2: dict(min_numbers=2, max_numbers=2, max_value=100),
+            3: dict(min_numbers=2, max_numbers=3, max_value=1000),
+        },
+        lambda e: f"GCD of {_numbers(e['metadata'])}?",
+    ),
+    "lcm": Family(
+        "lcm",
+        {
+            1: dict(min_numbers=2, max_numbers=2, max_value=12),
+            2: dict(min_numbers=2, max_numbers=2, max_value=30),
+            3: dict(min_numbers=2, max_numbers=3, max_value=100),
+        },
+        lambda e: f"LCM of {_numbers(e['metadata'])}?",
+    ),
+    "fraction_simplification": Family(
+        "fraction_simplification",
+        {
+            1: dict(max_value=9, max_factor=9, styles=("plain",)),
+            2: dict(max_value=30, max_factor=15, styles=("plain",)),
+            3: dict(max_value=100, max_factor=60, styles=("plain",)),
+        },
+        lambda e: f"Simplify {e['metadata']['numerator']}/{e['metadata']['denominator']}.",
+    ),
+    "count_bits": Family(
+        "count_bits",
+        {
+            1: dict(min_n=1, max_n=127),
+            2: dict(min_n=128, max_n=1023),
+            3: dict(min_n=1024, max_n=65535),
+        },
+        lambda e: f"Count the set bits in {e['metadata']['number']}.",
+    ),
+}
+
+
+# --------------------------------------------------------------------------
+# Clean problem generation
+
+
+def _stable_seed(*parts: object) -> int:
+    """A seed that depends only on ``parts`` (Python's ``hash`` is salted per
+    process, so it cannot be used for reproducible builds)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _cell_problems(stream: str, seed: int, family: str, level: int, count: int,
+                   seen: set[str] | None = None) -> list[dict[str, Any]]:
+    """``count`` clean problems of one (family, level) cell.
+
+    ``stream`` ("pool", "eval", "train", ...) goes into the reasoning_gym seed,
+    so the pool, the eval set and the LM's training set never share a
+    generator seed even when called with the same ``seed``.  With ``seen``,
+    questions already in it are skipped (and new ones added), so a set has no
+    exact repeats; if a small level-1 cell runs out of distinct problems
+    (pools far above ~2,000 prompts) repeats are allowed rather than failing.
+    """
+    import reasoning_gym  # imported lazily: only needed to (re)build data
+
+    spec = FAMILIES[family]
+    ds = reasoning_gym.create_dataset(
+        spec.rg_name,
+        size=20 * count + 100,
+        seed=_stable_seed(stream, seed, family, level),
+        **spec.levels[level],
+    )
+    out: list[dict[str, Any]] = []
+    repeats: list[dict[str, Any]] = []
+    for idx in range(len(ds)):
+        if len(out) == count:
+            break
+        entry = ds[idx]
+        question = spec.question(entry)
+        if len(question) > MAX_QUESTION_CHARS:
+            continue
+        problem = {"question": question, "answer": str(entry["answer"]).strip(), "family": family, "level": level}
+        if seen is not None and question in seen:
+            repeats.append(problem)
+            continue
+        if seen is not None:
+            seen.add(question)
+        out.append(problem)
+    out += repeats[: count - len(out)]
+    if len(out) < count:
+        raise RuntimeError(f"could not generate {count} short problems for {family} level {level}")
+    return out
+
+
+def _stratified(n: int, seed: int, stream: str, seen: set[str] | None = None) -> list[dict[str, Any]]:
+    """``n`` clean problems spread evenly over every (family, level) cell
+    (cell sizes differ by at most one), in a seeded random order."""
+    cells = [(f, lvl) for f in FAMILIES for lvl in LEVELS]
+    problems: list[dict[str, Any]] = []
+    for i, (family, level) in enumerate(cells):
+        count = n // len(cells) + (1 if i < n % len(cells) else 0)
+        if count:
+            problems += _cell_problems(stream, seed, family, level, count, seen)
+    random.Random(_stable_seed("order", stream, seed)).shuffle(problems)
+    return problems
+
+
+def _to_items(problems: list[dict[str, Any]], prefix: str) -> tuple[list[dict], list[dict]]:
+    """Split problems into what the pipeline sees and the evaluation truth."""
+    items, truth = [], []
+    for i, p in enumerate(problems):
+        pid = f"{prefix}{i:05d}"
+        items.append({"id": pid, "prompt": format_prompt(p["question"]), "answer": p["answer"]})
+        truth.append({"id": pid, "family": p["family"], "level": p["level"],
+                      "quality": 0 if p.get("defect") else 1, "defect": p.get("defect")})
+    return items, truth
+
+
+def build_eval_set(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Held-out clean problems, stratified by family and level.
+
+    Why: pass rates of a policy before/after RL must be measured on problems
+    the curriculum never saw.  Generator seeds come from the "eval" stream, so
+    they are disjoint from :func:`build_pool` and :func:`build_train_set`.
+    Returns ``(items, truth)`` shaped like :func:`build_pool` (all quality 1).
+    """
+    return _to_items(_stratified(n, seed, "eval", seen=set()), "e")
+
+
+def build_train_set(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Clean, stratified problems for pre-training the embedded policy LM.
+
+    Why: the tiny policy must learn the task format (and the easy levels)
+    from problems that are not the RL pool itself.  Uses the "train" stream.
+    """
+    return _to_items(_stratified(n, seed, "train"), "t")
+
+
+# --------------------------------------------------------------------------
+# Low-quality prompts
+
+_WORDS = (
+    "the a our your this every weather city market river team garden train coffee movie "
+    "music window house price report meeting season player story morning evening company "
+    "is was looks seems feels opens closes grows runs sings stays arrives "
+    "quickly today tomorrow outside inside again very quite really "
+    "blue green quiet busy new old cold warm bright late early"
+).split()
+_BOILERPLATE = (
+    "Click here to subscribe to our {w}!",
+    "Accept all {w} cookies to continue.",
+    "Page {n} of {m} | Next >>",
+    "Lorem ipsum dolor sit amet, {w} elit.",
+    "Posted by admin in {w} at {n}:{m} pm.",
+    "Share this {w} post on social media.",
+    "<div class='footer'>{w} rights reserved</div>",
+    "Error {n}{m}: {w} not found.",
+    "Thanks for reading, see you next {w}!",
+)
+
+
+def _off_topic_text(rng: random.Random) -> str:
+    """Scraped-web noise: boilerplate lines or word salad, no math problem."""
+    if rng.random() < 0.3:
+        return rng.choice(_BOILERPLATE).format(w=rng.choice(_WORDS), n=rng.randint(1, 12), m=rng.randint(10, 59))
+    words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 9))]
+    while len(" ".join(words)) >= MAX_QUESTION_CHARS:
+        words.pop()
+    return " ".join(words).capitalize() + rng.choice((".", "!", "?"))
+
+
+def _wrong_answer(answer: str, rng: random.Random) -> str:
+    """A plausible but wrong reference answer (off by a little, or a flipped
+    fraction); positive answers stay positive so the error is not obvious."""
+    if "/" in answer:
+        num, den = (int(x) for x in answer.split("/"))
+        options = [f"{num + 1}/{den}", f"{num}/{den + 1}"] + ([f"{den}/{num}"] if num != den and num else [])
+        return rng.choice(options)
+    value = int(answer)
+    delta = rng.choice((-10, -2, -1, 1, 2, 3, 10))
+    if value > 0 and value + delta <= 0:
+        delta = abs(delta)
+    return str(value + delta)
+
+
+def _truncate(question: str, rng: random.Random) -> str:
+    """Cut the statement somewhere inside its operands (after the first digit,
+    before the last one), keeping the family's wording, as a real truncation
+    would.  The reference answer no longer matches what is left."""
+    digits = [m.start() for m in re.finditer(r"\d", question)]
+    if len(digits) < 2:
+        return question[: max(2, len(question) // 2)].rstrip()
+    return question[: rng.randint(digits[0] + 1, digits[-1])].rstrip()
+
+
+def _near_duplicate(question: str, rng: random.Random) -> str:
+    """The same problem with a tiny surface edit (what dedup-by-hash misses)."""
+    edits = [
+        lambda q: q.replace(" ", "  ", 1),
+        lambda q: q[:-1].rstrip() if q[-1] in ".?=" else q + ".",
+        lambda q: q + " ",
+        lambda q: q.lower() if q != q.lower() else "  " + q,
+    ]
+    return rng.choice(edits)(question)
+
+
+def _defect_counts(n_bad: int) -> dict[str, int]:
+    """Split ``n_bad`` over the defect kinds by :data:`DEFECTS` (largest remainder)."""
+    raw = {k: n_bad * w for k, w in DEFECTS.items()}
+    counts = {k: int(v) for k, v in raw.items()}
+    for k in sorted(raw, key=lambda k: raw[k] - counts[k], reverse=True)[: n_bad - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def _unique(make: Callable[[], str], seen: set[str], tries: int = 20) -> str:
+    """Draw from ``make`` until the text is not in ``seen`` (best effort)."""
+    text = make()
+    for _ in range(tries):
+        if text not in seen:
+            break
+        text = make()
+    seen.add(text)
+    return text
+
+
+def _broken_problems(clean: list[dict], n_bad: int, seed: int, seen: set[str]) -> list[dict[str, Any]]:
+    """Low-quality problems: corrupted fresh problems, near-copies of clean pool
+    problems, and off-topic text."""
+    rng = random.Random(_stable_seed("defects", seed))
+    counts = _defect_counts(n_bad)
+    fresh = _stratified(counts["wrong_answer"] + counts["truncated"], seed, "pool-broken", seen)
+    out: list[dict[str, Any]] = []
+    for p in fresh[: counts["wrong_answer"]]:
+        out.append({**p, "answer": _wrong_answer(p["answer"], rng), "defect": "wrong_answer"})
+    for p in fresh[counts["wrong_answer"]:]:
+        question = _unique(lambda: _truncate(p["question"], rng), seen)
+        out.append({**p, "question": question, "defect": "truncated"})
+    for p in rng.sample(clean, min(counts["near_duplicate"], len(clean))):
+        question = _unique(lambda: _near_duplicate(p["question"], rng), seen)
+        out.append({**p, "question": question, "defect": "near_duplicate"})
+    for _ in range(counts["off_topic"]):
+        out.append({"question": _unique(lambda: _off_topic_text(rng), seen), "answer": str(rng.randint(0, 99)),
+                    "family": OFF_TOPIC_FAMILY, "level": None, "defect": "off_topic"})
+    return out
+
+
+def build_pool(n: int, seed: int = 0, bad_fraction: float = 0.15) -> tuple[list[dict], list[dict]]:
+    """The RL prompt pool: ``n`` prompts of which ``round(n * bad_fraction)`` are broken.
+
+    Why: this is the stand-in for a scraped RL dataset that SaeRL has to order
+    and filter.  Returns ``(items, truth)``:
+
+    * ``items``: ``{"id", "prompt", "answer"}`` — all the pipeline may see;
+    * ``truth``: ``{"id", "family", "level", "quality", "defect"}`` — for
+      evaluation only.  ``quality`` is 1 for clean problems and 0 for broken
+      ones; ``defect`` is ``None`` or one of :data:`DEFECTS`; off-topic items
+      have family ``"off_topic"`` and level ``None``.
+
+    Deterministic in ``seed``; ids are ``p00000``... in a shuffled order, so
+    neither the id nor the position leaks the ground truth.
+    """
+    if not 0.0 <= bad_fraction < 1.0:
+        raise ValueError("bad_fraction must be in [0, 1)")
+    n_bad = round(n * bad_fraction)
+    seen: set[str] = set()  # no exact repeats: near-duplicates are the injected defect
+    clean = _stratified(n - n_bad, seed, "pool", seen)
+    problems = clean + _broken_problems(clean, n_bad, seed, seen)
+    random.Random(_stable_seed("pool-order", seed)).shuffle(problems)
+    return _to_items(problems, "p")
+
+
+# --------------------------------------------------------------------------
+# Scoring
+
+_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*[-+]?\d+)?")
+
+
+def _parse(text: str) -> tuple[str, Any] | None:
+    """First number in ``text`` as ("frac", (num, den)) or ("num", Fraction)."""
+    m = _NUMBER.search(text)
+    if m is None:
+        return None
+    token = m.group(0).replace(",", "").replace(" ", "")
+    if "/" in token:
+        num, den = token.split("/")
+        if "." in num:
+            return None
+        return "frac", (int(num), int(den))
+    return "num", Fraction(token)
+
+
+def score(completion: str, answer: str) -> float:
+    """1.0 if the first answer in ``completion`` matches the reference ``answer``.
+
+    Why not plain string equality: a policy may write ``+07`` or ``7.0`` for
+    ``7``, or add text after the answer; RL rewards should not punish that.
+    Integers/decimals are compared by value; a fraction answer ("2/5") must be
+    given as the same fraction (so an unsimplified "4/10" does not count for a
+    simplification task).  Only the first number of the completion counts.
+    """
+    got, ref = _parse(completion), _parse(answer)
+    if got is None or ref is None:
+        return 0.0
+    return 1.0 if got == ref else 0.0
