@@ -1,0 +1,42 @@
+"""saerl-zoo: SAE features of the policy model as RL data engineering.
+
+prompts → `featurize` → `DifficultyProbe` / `QualityProbe` / `cluster` →
+`SaeRLSampler` (or `build_curriculum` for the whole pipeline in one call).
+Names are imported lazily so `import saerl_zoo` stays fast and never imports a
+trainer framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "featurize": "saerl_zoo.featurize",
+    "load_model": "saerl_zoo.featurize",
+    "load_sae": "saerl_zoo.featurize",
+    "DifficultyProbe": "saerl_zoo.difficulty",
+    "QualityProbe": "saerl_zoo.quality",
+    "cluster": "saerl_zoo.diversity",
+    "Clustering": "saerl_zoo.diversity",
+    "SaeRLSampler": "saerl_zoo.sampler",
+    "quality_mask": "saerl_zoo.sampler",
+    "Curriculum": "saerl_zoo.curriculum",
+    "build_curriculum": "saerl_zoo.curriculum",
+    "curriculum_from_features": "saerl_zoo.curriculum",
+    "write_ordered_dataset": "saerl_zoo.curriculum",
+    "write_report": "saerl_zoo.curriculum",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'saerl_zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

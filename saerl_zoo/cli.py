@@ -1,0 +1,207 @@
+"""`saerl-zoo`: one click group; each command parses, calls one library function, prints.
+
+With no model arguments every command uses the embedded default (a tiny math
+policy, its SAE and probes), so it runs offline on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+MODEL_OPTIONS = [
+    click.option("--model", "model_path", help="HF causal LM (folder or Hub id). Default: the embedded tiny policy."),
+    click.option("--sae", "sae_path", help="sae-lens SAE folder for that model. Default: the embedded SAE."),
+    click.option("--layer", type=int, help="Decoder block whose output the SAE reads. Default: from the SAE's hook name."),
+    click.option("--gguf-file", help="Load --model from this GGUF file inside the folder."),
+    click.option("--device", default="cpu", show_default=True),
+    click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own code (off unless you ask)."),
+]
+FEATURIZE_OPTIONS = [
+    click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True, help="Pool SAE codes over prompt tokens."),
+    click.option("--batch-size", "featurize_batch_size", type=int, default=32, show_default=True, help="Prompts per forward pass."),
+    click.option("--max-length", type=int, default=512, show_default=True, help="Truncate prompts to this many tokens."),
+    click.option("--cache-dir", type=click.Path(path_type=Path), help="Keep finished shards here; a rerun resumes from them."),
+    click.option("--prompt-field", default="prompt", show_default=True, help="Field of each row holding the prompt text."),
+]
+
+
+def _apply(options: list[Any]):
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _check_model_args(model_path, sae_path, gguf_file) -> None:
+    if model_path is None and (sae_path is not None or gguf_file is not None):
+        raise click.UsageError("--sae/--gguf-file need --model: an SAE only fits the model it was trained on")
+    if model_path is not None and sae_path is None:
+        raise click.UsageError("--model needs --sae: give the SAE trained on that model's residual stream")
+
+
+def _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_code):
+    from saerl_zoo.embedded import default_path
+    from saerl_zoo.featurize import load_model, load_sae
+
+    model, tokenizer = load_model(
+        model_path or default_path("model"), device=device, gguf_file=gguf_file, trust_remote_code=trust_remote_code
+    )
+    return model, tokenizer, load_sae(sae_path or default_path("sae"), device=device)
+
+
+def _prompts_path(prompts: Path | None) -> Path:
+    from saerl_zoo.embedded import default_path
+
+    return prompts if prompts is not None else default_path("prompts.jsonl")
+
+
+class _Group(click.Group):
+    """Show bad input (missing files, wrong shapes, corrupt artifacts) as one clear line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            raise click.ClickException(str(err)) from err
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="saerl-zoo")
+def main() -> None:
+    """SaeRL data engineering for RL post-training.
+
+    Read each prompt through a sparse autoencoder on the policy's residual
+    stream, then derive diversity (clusters), difficulty and quality (probes)
+    and order the prompt pool into a curriculum for GRPO-style training.
+
+    Typical flow: featurize → fit-probe (difficulty, quality) → curriculum.
+    `saerl-zoo curriculum --out runs/demo` runs the whole flow on the embedded
+    default with nothing downloaded.
+    """
+
+
+@main.command()
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="jsonl/parquet prompt set. Default: the embedded one.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Feature file to write (.safetensors).")
+@_apply(MODEL_OPTIONS + FEATURIZE_OPTIONS)
+def featurize(prompts, out, model_path, sae_path, layer, gguf_file, device, trust_remote_code, pooling, featurize_batch_size, max_length, cache_dir, prompt_field):
+    """Compute one pooled sparse SAE code per prompt."""
+    _check_model_args(model_path, sae_path, gguf_file)
+    from saerl_zoo.data import load_rows
+    from saerl_zoo.featurize import featurize as run
+    from saerl_zoo.storage import save_csr
+
+    rows = load_rows(_prompts_path(prompts), prompt_field)
+    model, tokenizer, sae = _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_code)
+    X = run(
+        [r[prompt_field] for r in rows], model, tokenizer, sae, layer=layer, pooling=pooling,
+        batch_size=featurize_batch_size, max_length=max_length, cache_dir=cache_dir,
+    )
+    save_csr(out, X, {"pooling": pooling, "layer": str(layer)})
+    click.echo(f"wrote {X.shape[0]} × {X.shape[1]} features ({X.nnz / X.shape[0]:.1f} active per prompt) to {out}")
+
+
+@main.command("fit-probe")
+@click.option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Output of `featurize`.")
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The prompt set the features were made from (rows carry ids). Default: the embedded one.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="jsonl of {id, <label-field>} for a labelled subset.")
+@click.option("--kind", type=click.Choice(["difficulty", "quality"]), required=True)
+@click.option("--label-field", help="Label field. Default: pass_rate (difficulty) or label (quality).")
+@click.option("--pass-rate/--raw-difficulty", default=True, show_default=True, help="Difficulty labels are pass rates (probe predicts 1 - pass rate) or already difficulties.")
+@click.option("--estimator", type=click.Choice(["logistic", "ridge"]), default="logistic", show_default=True, help="Quality probe: logistic on 0/1 labels or ridge on a score.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for probe.safetensors + probe_config.json.")
+def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator, seed, out):
+    """Fit a difficulty or quality probe on a labelled subset and report held-out metrics."""
+    from saerl_zoo.data import align_labels, load_rows
+    from saerl_zoo.difficulty import DifficultyProbe
+    from saerl_zoo.quality import QualityProbe
+    from saerl_zoo.storage import load_csr
+
+    X = load_csr(features)
+    rows = load_rows(_prompts_path(prompts), prompt_field=None)
+    if len(rows) != X.shape[0]:
+        raise click.UsageError(f"{X.shape[0]} feature rows but {len(rows)} prompts: featurize this prompt set first")
+    field = label_field or ("pass_rate" if kind == "difficulty" else "label")
+    index, values = align_labels(rows, load_rows(labels, prompt_field=None), field)
+    if kind == "difficulty":
+        target = 1.0 - values if pass_rate else values
+        probe = DifficultyProbe.fit(X[index], target, seed=seed, target="1 - pass rate" if pass_rate else field)
+    else:
+        probe = QualityProbe.fit(X[index], values, kind=estimator, seed=seed)
+    probe.save(out)
+    click.echo(f"{kind} probe on {len(index)} labels, held-out {json.dumps(probe.metrics)} → {out}")
+
+
+@main.command("cluster")
+@click.option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Output of `featurize`.")
+@click.option("--k", "n_clusters", type=int, help="Number of clusters. Default: sqrt(n/2), between 2 and 100.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the centres and labels.")
+def cluster_cmd(features, n_clusters, seed, out):
+    """k-means clusters in SAE feature space (the diversity property)."""
+    from saerl_zoo.diversity import cluster
+    from saerl_zoo.storage import load_csr
+
+    result = cluster(load_csr(features), n_clusters, seed=seed)
+    result.save(out)
+    sizes = result.config.sizes
+    click.echo(f"{len(sizes)} clusters, sizes {min(sizes)}..{max(sizes)} → {out}")
+
+
+@main.command()
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="jsonl/parquet prompt set. Default: the embedded one.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the ordered dataset, curriculum and report.")
+@_apply(MODEL_OPTIONS + FEATURIZE_OPTIONS)
+@click.option("--difficulty-probe", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Default: the embedded probe when using the embedded model.")
+@click.option("--quality-probe", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Default: the embedded probe when using the embedded model.")
+@click.option("--no-difficulty", is_flag=True, help="Ablation: random order inside clusters.")
+@click.option("--no-quality", is_flag=True, help="Ablation: keep every prompt.")
+@click.option("--no-clusters", is_flag=True, help="Ablation: one cluster (a pure easy → hard curriculum).")
+@click.option("--k", "n_clusters", type=int, help="Number of clusters. Default: sqrt(n/2), between 2 and 100.")
+@click.option("--quality-threshold", type=float, help="Keep prompts scoring at least this (default 0.5 for a logistic probe).")
+@click.option("--keep-fraction", type=float, help="Keep this best fraction by quality instead of a threshold.")
+@click.option("--train-batch-size", "batch_size", type=int, default=8, show_default=True, help="Prompts per training step (global batch).")
+@click.option("--mixing", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Share of each batch exchanged with its neighbour (0 = pure clusters, 1 = shuffled).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
+def curriculum(prompts, out, model_path, sae_path, layer, gguf_file, device, trust_remote_code, pooling, featurize_batch_size, max_length, cache_dir, prompt_field,
+               difficulty_probe, quality_probe, no_difficulty, no_quality, no_clusters, n_clusters, quality_threshold, keep_fraction, batch_size, mixing, seed, fmt):
+    """Order a prompt set into a SaeRL curriculum: ordered dataset + report (table and plot)."""
+    _check_model_args(model_path, sae_path, gguf_file)
+    from saerl_zoo.curriculum import build_curriculum, write_ordered_dataset, write_report
+    from saerl_zoo.data import load_rows
+    from saerl_zoo.difficulty import DifficultyProbe
+    from saerl_zoo.embedded import default_path
+    from saerl_zoo.quality import QualityProbe
+
+    rows = load_rows(_prompts_path(prompts), prompt_field)
+    model, tokenizer, sae = _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_code)
+    if model_path is None:
+        difficulty_probe = difficulty_probe or default_path("difficulty_probe")
+        quality_probe = quality_probe or default_path("quality_probe")
+    result = build_curriculum(
+        [r[prompt_field] for r in rows], model, tokenizer, sae,
+        layer=layer, pooling=pooling, featurize_batch_size=featurize_batch_size, max_length=max_length,
+        cache_dir=cache_dir or out / "feature_cache",
+        difficulty_probe=None if no_difficulty or difficulty_probe is None else DifficultyProbe.load(difficulty_probe),
+        quality_probe=None if no_quality or quality_probe is None else QualityProbe.load(quality_probe),
+        use_clusters=not no_clusters, n_clusters=n_clusters, quality_threshold=quality_threshold, keep_fraction=keep_fraction,
+        batch_size=batch_size, mixing=mixing, seed=seed,
+        provenance={"prompts": str(_prompts_path(prompts)), "difficulty_probe_path": str(difficulty_probe), "quality_probe_path": str(quality_probe)},
+    )
+    result.save(out / "curriculum")
+    ordered = write_ordered_dataset(rows, result, out / f"ordered.{fmt}")
+    report = write_report(result, out)
+    click.echo(f"kept {int(result.keep.sum())} of {len(result)} prompts → {ordered}")
+    click.echo(f"report: {report['markdown']}, plot: {report['plot']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""End-to-end CLI runs: a tiny saved model here, and the embedded default."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import make_char_tokenizer, make_tiny_llama, make_tiny_sae
+
+from saerl_zoo.cli import main
+from saerl_zoo.data import load_rows
+from saerl_zoo.embedded import default_path
+from saerl_zoo.storage import load_csr
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    tokenizer = make_char_tokenizer()
+    make_tiny_llama(len(tokenizer)).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    make_tiny_sae(32).save_model(root / "sae")
+    rng = np.random.default_rng(0)
+    rows = [{"id": f"q{i}", "prompt": f"What is {a} + {b}?"} for i, (a, b) in enumerate(rng.integers(0, 999, (60, 2)))]
+    (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "pass.jsonl").write_text("".join(json.dumps({"id": r["id"], "pass_rate": float(rng.random())}) + "\n" for r in rows[:40]))
+    (root / "quality.jsonl").write_text("".join(json.dumps({"id": r["id"], "label": i % 2}) + "\n" for i, r in enumerate(rows[:40])))
+    return root
+
+
+def test_featurize_fit_cluster_curriculum(workspace):
+    w = workspace
+    model = ["--model", w / "model", "--sae", w / "sae"]
+    invoke("featurize", "--prompts", w / "prompts.jsonl", "--out", w / "X.safetensors", *model)
+    X = load_csr(w / "X.safetensors")
+    assert X.shape == (60, 64)
+    out = invoke("fit-probe", "--features", w / "X.safetensors", "--prompts", w / "prompts.jsonl", "--labels", w / "pass.jsonl", "--kind", "difficulty", "--out", w / "dp")
+    assert "spearman" in out.output
+    invoke("fit-probe", "--features", w / "X.safetensors", "--prompts", w / "prompts.jsonl", "--labels", w / "quality.jsonl", "--kind", "quality", "--out", w / "qp")
+    invoke("cluster", "--features", w / "X.safetensors", "--k", 3, "--out", w / "clusters")
+    assert json.loads((w / "clusters" / "clusters_config.json").read_text())["n_clusters"] == 3
+    invoke(
+        "curriculum", "--prompts", w / "prompts.jsonl", "--out", w / "run", *model,
+        "--difficulty-probe", w / "dp", "--quality-probe", w / "qp", "--keep-fraction", 0.8, "--k", 3, "--train-batch-size", 4,
+    )
+    ordered = load_rows(w / "run" / "ordered.jsonl")
+    assert len(ordered) == 48 and len({r["id"] for r in ordered}) == 48
+    assert {"saerl_difficulty", "saerl_quality", "saerl_cluster"} <= set(ordered[0])
+    assert (w / "run" / "curriculum.png").stat().st_size > 0
+
+
+def test_model_without_sae_is_refused(workspace):
+    result = CliRunner().invoke(main, ["featurize", "--out", str(workspace / "x.safetensors"), "--model", str(workspace / "model")])
+    assert result.exit_code != 0 and "--model needs --sae" in result.output
+
+
+def test_fit_probe_refuses_misaligned_features(workspace, tmp_path):
+    invoke("featurize", "--prompts", workspace / "prompts.jsonl", "--out", tmp_path / "X.safetensors", "--model", workspace / "model", "--sae", workspace / "sae")
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(line + "\n" for line in (workspace / "prompts.jsonl").read_text().splitlines()[:10]))
+    result = CliRunner().invoke(main, ["fit-probe", "--features", str(tmp_path / "X.safetensors"), "--prompts", str(short), "--labels", str(workspace / "pass.jsonl"), "--kind", "difficulty", "--out", str(tmp_path / "p")])
+    assert result.exit_code != 0 and "60 feature rows but 10 prompts" in result.output
+
+
+def test_curriculum_on_embedded_default(tmp_path):
+    """The README's main job: no arguments but an output folder, nothing downloaded."""
+    out = invoke("curriculum", "--out", tmp_path / "run").output
+    assert "kept" in out
+    ordered = load_rows(tmp_path / "run" / "ordered.jsonl")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert len(ordered) == report["n_kept"] < report["n_prompts"]
+    truth = {r["id"]: r["quality"] for r in load_rows(default_path("ground_truth.jsonl"), prompt_field=None)}
+    bad_in_pool = 1 - np.mean(list(truth.values()))
+    bad_kept = 1 - np.mean([truth[r["id"]] for r in ordered])
+    assert bad_kept < bad_in_pool / 2  # the shipped quality probe removes most broken prompts
+    assert (tmp_path / "run" / "curriculum.png").read_bytes()[:4] == b"\x89PNG"
