@@ -32,6 +32,7 @@ from saerl_zoo.storage import load_csr, read_json, save_csr, write_json
 Pooling = Literal["mean", "max"]
 POOLINGS: tuple[str, ...] = ("mean", "max")
 CACHE_VERSION = 1
+_ENCODE_CHUNK_ELEMENTS = 1 << 24  # tokens × d_sae per SAE encode call: 64 MB of float32 codes
 
 
 class _StopForward(Exception):
@@ -165,13 +166,19 @@ def residual_stream(model: torch.nn.Module, layer: int, input_ids: torch.Tensor,
     return captured[0]
 
 
-def pool_codes(codes: torch.Tensor, token_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """Pool per-token SAE codes (batch × tokens × d_sae) over the tokens the mask keeps."""
-    mask = token_mask.to(codes.dtype).unsqueeze(-1)
+def pool_token_codes(codes: torch.Tensor, rows: torch.Tensor, n_rows: int, pooling: Pooling, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Accumulate per-token SAE codes (tokens × d_sae) into per-prompt rows.
+
+    Sum for "mean" (the caller divides by token counts) and running max for
+    "max"; `out` carries the accumulator across token chunks. SAE codes are
+    non-negative, so a zero start is the identity for both.
+    """
+    if out is None:
+        out = codes.new_zeros(n_rows, codes.shape[1])
     if pooling == "mean":
-        return (codes * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return out.index_add_(0, rows, codes)
     if pooling == "max":
-        return codes.masked_fill(mask == 0, float("-inf")).amax(1).clamp_min(0.0)
+        return out.scatter_reduce_(0, rows[:, None].expand_as(codes), codes, reduce="amax")
     raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
 
 
@@ -194,8 +201,18 @@ def _encode_batch(
     empty = (~token_mask.any(1)).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"prompts {[texts[i][:40] for i in empty]} have no tokens besides special tokens")
-    codes = sae.encode(acts.to(sae.W_enc.device, sae.W_enc.dtype))
-    pooled = pool_codes(codes, token_mask.to(codes.device), pooling).float()
+    # Encode only real tokens, in chunks: a dense batch × tokens × d_sae tensor
+    # would take gigabytes for a 16k-feature SAE, and padding needs no encoding.
+    rows = token_mask.nonzero()[:, 0].to(sae.W_enc.device)
+    tokens = acts[token_mask].to(sae.W_enc.device, sae.W_enc.dtype)
+    chunk = max(1, _ENCODE_CHUNK_ELEMENTS // int(sae.cfg.d_sae))
+    pooled = None
+    for start in range(0, tokens.shape[0], chunk):
+        codes = sae.encode(tokens[start : start + chunk])
+        pooled = pool_token_codes(codes, rows[start : start + chunk], len(texts), pooling, pooled)
+    pooled = pooled.float()
+    if pooling == "mean":
+        pooled /= torch.bincount(rows, minlength=len(texts)).clamp_min(1)[:, None].to(pooled)
     bad = (~torch.isfinite(pooled).all(1)).nonzero().flatten().tolist()
     if bad:
         raise ValueError(f"NaN/inf in the SAE features of prompts {[texts[i][:40] for i in bad]}")

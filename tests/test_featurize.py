@@ -159,3 +159,11 @@ def test_nan_features_are_reported(prompts, tiny_model, tokenizer):
         sae.W_enc[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN/inf"):
         featurize(prompts, tiny_model, tokenizer, sae, progress=False)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_token_chunking_does_not_change_features(monkeypatch, prompts, tiny_model, tokenizer, tiny_sae, pooling):
+    whole = featurize(prompts, tiny_model, tokenizer, tiny_sae, pooling=pooling, progress=False).toarray()
+    monkeypatch.setattr(fz, "_ENCODE_CHUNK_ELEMENTS", 3 * tiny_sae.cfg.d_sae)  # 3 tokens per SAE call
+    chunked = featurize(prompts, tiny_model, tokenizer, tiny_sae, pooling=pooling, progress=False).toarray()
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-7)
