@@ -1,0 +1,49 @@
+"""The zoo: a registry of pretrained SAEs and probes, published to and pulled from the Hugging Face Hub.
+
+    from saerl_zoo.zoo import list_artifacts, load_sae, load_probe, pull, publish
+    for art in list_artifacts(kind="sae"):
+        print(art.name, art.model.id, art.hook.module)
+    sae = load_sae("saerl-tiny-math/sae")          # embedded: works offline
+    probe = load_probe("saerl-tiny-math/difficulty-probe")
+
+Names are imported lazily so `import saerl_zoo.zoo` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "list_artifacts": "saerl_zoo.zoo.api",
+    "get_artifact": "saerl_zoo.zoo.api",
+    "get_catalog": "saerl_zoo.zoo.api",
+    "load_sae": "saerl_zoo.zoo.api",
+    "load_probe": "saerl_zoo.zoo.api",
+    "pull": "saerl_zoo.zoo.api",
+    "check_sae": "saerl_zoo.zoo.api",
+    "verify_cache": "saerl_zoo.zoo.api",
+    "VerificationError": "saerl_zoo.zoo.api",
+    "REFERENCE_TEXTS": "saerl_zoo.zoo.api",
+    "publish": "saerl_zoo.zoo.publish",
+    "render_card": "saerl_zoo.zoo.publish",
+    "PublishResult": "saerl_zoo.zoo.publish",
+    "save_sae": "saerl_zoo.zoo.formats",
+    "IntegrityError": "saerl_zoo.zoo.hub",
+    "UnsafePathError": "saerl_zoo.zoo.hub",
+    "Artifact": "saerl_zoo.zoo.registry",
+    "Catalog": "saerl_zoo.zoo.registry",
+    "CatalogError": "saerl_zoo.zoo.registry",
+    "UnknownArtifactError": "saerl_zoo.zoo.registry",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'saerl_zoo.zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

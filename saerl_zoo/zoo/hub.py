@@ -1,0 +1,140 @@
+"""Files of zoo artifacts: fetching through the Hugging Face cache, sha256 checks, safe paths.
+
+Downloads go through `huggingface_hub.snapshot_download`, so they land in the
+standard cache (`HF_HOME` / `HF_HUB_CACHE`), honour `HF_HUB_OFFLINE` (then
+only the cache is read) and pin revisions. Only safetensors, JSON, YAML and
+Markdown files are ever requested or opened: pickle checkpoints (`.pt`, `.bin`,
+`.pkl`, `.ckpt`) are never downloaded nor loaded. Every path taken from a
+catalog, a repo or a caller is checked to stay inside its folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from saerl_zoo.zoo.registry import CatalogError, check_relative_path
+
+SAFE_SUFFIXES = (".safetensors", ".json", ".yaml", ".yml", ".md", ".txt", ".model", ".jinja")
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".npy", ".joblib")
+ALLOWED_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.yml", "*.md", "*.txt", "*.model", "*.jinja"]
+
+
+class IntegrityError(ValueError):
+    """A file whose sha256 does not match the catalog: it is not used."""
+
+
+class UnsafePathError(ValueError):
+    """A name or path that would leave the folder it must stay in."""
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_folder(folder: str | os.PathLike[str], files: Iterable[str] | None = None) -> dict[str, str]:
+    """sha256 of each (or of the given) regular file under `folder`, keyed by '/'-separated relative path."""
+    folder = Path(folder)
+    if files is None:
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return {rel: sha256_file(safe_join(folder, rel)) for rel in files}
+
+
+def safe_relative(path: str | None, what: str = "path") -> str:
+    """Validate a caller-given path inside a repo/cache folder ('' or None = the root)."""
+    if path is None:
+        return ""
+    path = str(path).strip("/") if not str(path).startswith("/") else str(path)
+    try:
+        return check_relative_path(path, what)
+    except CatalogError as err:
+        raise UnsafePathError(str(err)) from None
+
+
+def safe_join(root: str | os.PathLike[str], rel: str, *, within: str | os.PathLike[str] | None = None) -> Path:
+    """`root / rel`, refusing `..`, absolute parts and links that resolve outside `within` (default: root).
+
+    Hugging Face snapshots are symlinks into the repo's `blobs/` folder, so for a
+    snapshot `within` is the repo's storage folder, not the snapshot itself.
+    """
+    rel = safe_relative(rel)
+    root = Path(root)
+    path = root / rel if rel else root
+    boundary = Path(within if within is not None else root).resolve()
+    real = path.resolve()
+    if real != boundary and boundary not in real.parents:
+        raise UnsafePathError(f"{path} resolves to {real}, outside {boundary}; refusing to read it")
+    return path
+
+
+def verify_files(folder: str | os.PathLike[str], files: dict[str, str], *, where: str, within: str | os.PathLike[str] | None = None) -> None:
+    """Check that every listed file exists under `folder` with the listed sha256."""
+    for rel, expected in sorted(files.items()):
+        path = safe_join(folder, rel, within=within)
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: file {rel} is missing from {folder}")
+        got = sha256_file(path)
+        if got != expected:
+            raise IntegrityError(
+                f"{where}: sha256 mismatch for {rel} ({path}): the catalog says {expected}, the file has {got}. "
+                "The file was changed or corrupted and is not used; delete it (or run `saerl-zoo zoo pull NAME --force`) "
+                "to fetch a clean copy."
+            )
+
+
+def refuse_pickles(folder: Path, what: str) -> None:
+    """Raise if a folder holds weights only as pickle files (which are never loaded)."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    safetensors = [p for p in folder.iterdir() if p.suffix == ".safetensors"] if folder.is_dir() else []
+    if pickles and not safetensors:
+        raise ValueError(
+            f"{what} in {folder} holds only pickle files ({', '.join(pickles)}); saerl-zoo never loads pickle files "
+            "because they can run code. Convert them to safetensors first."
+        )
+
+
+def storage_folder(snapshot: Path) -> Path:
+    """`.../models--org--name` for `.../models--org--name/snapshots/<commit>`."""
+    return snapshot.parent.parent if snapshot.parent.name == "snapshots" else snapshot
+
+
+def download_snapshot(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    subfolder: str = "",
+    filenames: Iterable[str] | None = None,
+    force_download: bool = False,
+) -> Path:
+    """Fetch (or find in the HF cache) the safe files of one folder of a Hub repo; return that folder."""
+    from huggingface_hub import snapshot_download
+
+    subfolder = safe_relative(subfolder, "subfolder")
+    prefix = f"{subfolder}/" if subfolder else ""
+    if filenames is not None:
+        patterns = [prefix + safe_relative(f, "file name") for f in filenames]
+    else:
+        patterns = [prefix + p for p in ALLOWED_PATTERNS]
+    snapshot = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns, force_download=force_download))
+    return safe_join(snapshot, subfolder, within=storage_folder(snapshot))
+
+
+def cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The cached snapshot folder of a repo revision, without any network call (None if absent)."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
+    revision = revision or "main"
+    commit = revision
+    ref = storage / "refs" / revision
+    if ref.is_file():
+        commit = ref.read_text().strip()
+    snapshot = storage / "snapshots" / commit
+    return snapshot if snapshot.is_dir() else None

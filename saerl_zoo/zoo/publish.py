@@ -1,0 +1,248 @@
+"""Publishing: build a Hub repo folder (weights, configs, model card) and upload it.
+
+`publish(path, repo_id)` takes a catalog name or a local folder (sae-lens or
+sparsify SAE, or a probe), writes the exact folder that goes to the Hub:
+
+    README.md                 model card (YAML metadata + text from a template in cards/)
+    <path_in_repo>/cfg.json   SAE in sae-lens format (SAE.from_pretrained(repo_id, path_in_repo) loads it)
+    <path_in_repo>/sae_weights.safetensors
+    (or probe.safetensors + probe_config.json for a probe)
+
+and uploads it with `create_repo` + `upload_folder` (one commit), unless
+`dry_run`. The catalog entry (sha256 of every file; the commit as revision
+after a real upload) is returned and, with `catalog=`, written into that file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from saerl_zoo.zoo.hub import hash_folder, safe_join, safe_relative
+from saerl_zoo.zoo.registry import Artifact, upsert_entry, validate_entry
+
+CARDS_DIR = Path(__file__).resolve().parents[2] / "cards"
+TEMPLATES = {"sae": "templates/sae.md", "difficulty-probe": "templates/probe.md", "quality-probe": "templates/probe.md", "stitch": "templates/probe.md"}
+BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
+# An SAE or probe reads a model's activations and is useless without it, like an adapter;
+# declaring it keeps the Hub from inferring (and listing) the artifact as a fine-tune of the LLM.
+BASE_MODEL_RELATION = "adapter"
+
+
+@dataclasses.dataclass
+class PublishResult:
+    folder: Path  # the exact folder uploaded (or that would be, in a dry run)
+    repo_id: str
+    entry: Artifact
+    operations: list[str]
+    commit_url: str | None = None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _derive_entry(folder: Path, fmt: str, sae: Any) -> dict[str, Any]:
+    """What a folder says about itself (sae-lens metadata or probe config)."""
+    from saerl_zoo.featurize import layer_from_hook_name
+    from saerl_zoo.storage import read_json
+
+    if fmt == "probe":
+        cfg = read_json(folder / "probe_config.json")
+        return {
+            "kind": f"{cfg.get('probe')}-probe",
+            "metrics": {"heldout": cfg.get("metrics", {}), "labels": cfg.get("target", ""), "n_train": cfg.get("n_train"), "n_heldout": cfg.get("n_heldout")},
+            "training": {"estimator": cfg.get("estimator"), "hyperparameters": cfg.get("hyperparameters"), "seed": cfg.get("seed")},
+        }
+    cfg, meta = sae.cfg, sae.cfg.metadata
+    hook = meta.get("hook_name")
+    out: dict[str, Any] = {
+        "kind": "sae",
+        "sae": {"architecture": cfg.architecture(), "d_in": int(cfg.d_in), "d_sae": int(cfg.d_sae), **({"k": int(cfg.k)} if hasattr(cfg, "k") else {})},
+        "preprocessing": {"normalization_scale": 1.0},
+    }
+    if hook:
+        out["hook"] = {"module": hook, "site": meta.get("hook_site") or "resid_out"}
+        layer = layer_from_hook_name(hook)
+        if layer is not None:
+            out["hook"]["layer"] = layer
+    if meta.get("model_name"):
+        out["model"] = {"id": meta.get("model_name")}
+    if meta.get("context_size"):
+        out["preprocessing"]["context_length"] = int(meta.get("context_size"))
+    if meta.get("exclude_special_tokens") is not None:
+        out["preprocessing"]["special_tokens"] = "drop" if meta.get("exclude_special_tokens") else "keep"
+    return out
+
+
+def _model_index(art: Artifact) -> list[Any]:
+    from huggingface_hub import EvalResult
+
+    m = art.metrics
+    if art.kind == "sae":
+        common = dict(task_type="feature-extraction", task_name="SAE reconstruction", dataset_type="saerl-zoo-eval", dataset_name=m["eval_set"][:120])
+        return [EvalResult(metric_type=key, metric_name=label, metric_value=float(m[key]), **common)
+                for key, label in (("l0", "L0"), ("explained_variance", "Explained variance"), ("dead_fraction", "Dead-feature fraction"))]
+    task = "text-classification" if art.kind == "quality-probe" else "tabular-regression"
+    return [EvalResult(task_type=task, task_name=f"{art.kind} (held-out)", dataset_type="saerl-zoo-labels", dataset_name=m["labels"][:120],
+                       metric_type=key, metric_name=f"held-out {key}", metric_value=float(v))
+            for key, v in m["heldout"].items() if isinstance(v, (int, float)) and v == v]
+
+
+def card_data(art: Artifact, repo_id: str | None = None) -> Any:
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(
+        library_name="saelens" if art.kind == "sae" else "saerl-zoo",
+        license=art.license,
+        tags=sorted({"saerl-zoo", "sparse-autoencoder", "interpretability", art.kind, *(["saelens"] if art.kind == "sae" else []), *art.tags}),
+        base_model=art.model.id,
+        model_name=art.name,
+        eval_results=_model_index(art),
+        base_model_relation=BASE_MODEL_RELATION,
+    )
+    return data
+
+
+def render_card(art: Artifact, repo_id: str | None = None, *, template_path: str | Path | None = None) -> Any:
+    """The model card (huggingface_hub.ModelCard) of an entry, from its template in cards/templates/."""
+    from huggingface_hub import ModelCard
+
+    import yaml
+
+    template = Path(template_path) if template_path is not None else CARDS_DIR / TEMPLATES[art.kind]
+    if not template.is_file():
+        raise FileNotFoundError(f"card template {template} not found (cards/ ships with the source repository)")
+    entry = art.to_dict()
+    return ModelCard.from_template(
+        card_data(art, repo_id),
+        template_path=str(template),
+        art=entry,
+        repo_id=repo_id,
+        path_in_repo=art.source.path if repo_id and art.source.repo_id == repo_id else None,
+        entry_yaml=yaml.safe_dump(entry, sort_keys=False, width=100).rstrip(),
+    )
+
+
+def validate_card(card_or_text: Any) -> Any:
+    """Offline checks of a card's metadata (the Hub's own check needs the network)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    card = card_or_text if not isinstance(card_or_text, (str, Path)) else ModelCard(Path(card_or_text).read_text() if isinstance(card_or_text, Path) else card_or_text)
+    data = card.data.to_dict()
+    ModelCardData(**data)  # model-index must parse (raises otherwise)
+    for key in ("library_name", "license", "base_model", "tags"):
+        if not data.get(key):
+            raise ValueError(f"model card metadata lacks {key!r}")
+    if data.get("base_model_relation") not in BASE_MODEL_RELATIONS:
+        raise ValueError(f"base_model_relation {data.get('base_model_relation')!r} is not one of {BASE_MODEL_RELATIONS}")
+    if not data.get("model-index"):
+        raise ValueError("model card metadata has no model-index (metrics)")
+    return card
+
+
+def publish(
+    path: str | Path,
+    repo_id: str,
+    *,
+    entry: dict[str, Any] | None = None,
+    name: str | None = None,
+    path_in_repo: str | None = None,
+    dry_run: bool = False,
+    out_dir: str | Path | None = None,
+    commit_message: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    catalog: str | Path | None = None,
+    template_path: str | Path | None = None,
+    reference: bool = True,
+    echo: Any = print,
+) -> PublishResult:
+    """Build the Hub repo folder for an artifact and upload it (or, with `dry_run`, only write it).
+
+    `path` is a catalog name or a local folder. `entry` gives (or overrides) catalog
+    fields the folder cannot tell: model id/revision, hook site, license, metrics,
+    preprocessing, training, limitations... Missing ones are reported by name.
+    """
+    from saerl_zoo.zoo import formats
+    from saerl_zoo.zoo.api import get_catalog, pull
+
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise ValueError(f"repo_id {repo_id!r} must be ORG/NAME")
+    cat = get_catalog()
+    base: dict[str, Any] = {}
+    if isinstance(path, str) and path in cat:
+        known = cat.get(path)
+        base = known.to_dict()
+        src_folder = pull(known)
+    else:
+        src_folder = Path(path)
+        if not src_folder.is_dir():
+            raise FileNotFoundError(f"{path} is neither a catalog name nor a folder")
+    fmt = formats.detect_format(src_folder)
+    sae = None if fmt == "probe" else formats.load_folder(src_folder)
+    raw = _deep_merge(_deep_merge(_derive_entry(src_folder, fmt, sae), base), entry or {})
+    raw["name"] = name or raw.get("name") or repo_id.split("/")[1]
+    kind = raw.get("kind")
+    default_sub = raw.get("hook", {}).get("module", "sae") if kind == "sae" else ""
+    sub = safe_relative(path_in_repo if path_in_repo is not None else default_sub, "path_in_repo")
+    raw.setdefault("license", "apache-2.0")
+    raw.setdefault("description", f"{kind} published with saerl-zoo")
+
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="saerl-zoo-publish-"))
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; publish writes the exact repo folder there")
+    out.mkdir(parents=True, exist_ok=True)
+    target = safe_join(out, sub) if sub else out
+    if fmt == "probe":
+        target.mkdir(parents=True, exist_ok=True)
+        for fname in ("probe.safetensors", "probe_config.json"):
+            shutil.copy2(safe_join(src_folder, fname), target / fname)
+    else:
+        formats.save_sae(sae, target)
+    raw["files"] = hash_folder(target)
+    raw["source"] = {"type": "hub", "format": "probe" if fmt == "probe" else "sae-lens", "repo_id": repo_id, "revision": "main", "path": sub}
+    raw.pop("card", None)
+    art = validate_entry(raw, f"publish {repo_id}")
+    if art.kind == "sae" and reference and "reference" not in art.metrics:
+        try:
+            from saerl_zoo.zoo.api import reference_metrics
+
+            art.metrics["reference"] = reference_metrics(formats.load_folder(target), art)
+        except Exception as err:  # the host model may be unavailable offline: verify then uses the eval metrics
+            echo(f"note: reference metrics not measured ({type(err).__name__}: {err})")
+    card = render_card(art, repo_id, template_path=template_path)
+    validate_card(card)
+    card.save(str(out / "README.md"))
+
+    message = commit_message or f"saerl-zoo: publish {art.name} ({art.kind})"
+    ops = [f"create_repo(repo_id={repo_id!r}, repo_type='model', private={private}, exist_ok=True)",
+           f"upload_folder(repo_id={repo_id!r}, folder_path={str(out)!r}, commit_message={message!r})"]
+    for rel, digest in sorted(hash_folder(out).items()):
+        ops.append(f"  add {rel}  sha256={digest}  {(out / rel).stat().st_size} bytes")
+    result = PublishResult(folder=out, repo_id=repo_id, entry=art, operations=ops)
+    if dry_run:
+        echo(f"dry run: wrote {out}; nothing uploaded. Would run:")
+        for op in ops:
+            echo(f"  {op}")
+    else:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(out), commit_message=message, repo_type="model")
+        commit = getattr(info, "oid", None)
+        if commit:
+            art.source.revision = commit  # pin the entry to the uploaded commit
+        result.commit_url = getattr(info, "commit_url", None)
+        echo(f"uploaded {repo_id} ({result.commit_url or commit})")
+    if catalog is not None:
+        upsert_entry(catalog, art)
+        echo(f"catalog entry {art.name!r} written to {catalog}")
+    return result
