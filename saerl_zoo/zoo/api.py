@@ -12,6 +12,7 @@ changed file raises `IntegrityError` and is not loaded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -179,11 +180,30 @@ def load_sae(
     if Path(name).expanduser().is_dir():
         return formats.load_folder(Path(name).expanduser(), subfolder=subfolder, device=device, dtype=dtype)
     if _REPO_ID_RE.match(name) and not name.startswith("."):
-        folder = download_snapshot(name, revision=revision, subfolder=subfolder or "", force_download=force_download)
+        with _suggest_on_failure(name, cat):
+            folder = download_snapshot(name, revision=revision, subfolder=subfolder or "", force_download=force_download)
         return formats.load_folder(folder, device=device, dtype=dtype)
     if ".." in name.split("/") or name.startswith("/") or "\\" in name:
         raise UnsafePathError(f"{name!r} is not a catalog name, Hub repo id or existing folder; refusing a path that leaves its folder")
     raise UnknownArtifactError(unknown_name_message(name, cat.names()))
+
+
+@contextlib.contextmanager
+def _suggest_on_failure(name: str, cat: Catalog):
+    """A repo-id-like name that cannot be fetched but is close to catalog names: say both."""
+    import difflib
+
+    try:
+        yield
+    except (UnsafePathError, IntegrityError):
+        raise
+    except Exception as err:
+        if difflib.get_close_matches(name, cat.names(), n=1, cutoff=0.5):
+            raise UnknownArtifactError(
+                f"{unknown_name_message(name, cat.names())}; as a Hub repo id it could not be fetched either "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            ) from err
+        raise
 
 
 def _load_catalog_sae(art: Artifact, *, device: str, dtype: str | None, verify: bool, force_download: bool) -> Any:
@@ -244,7 +264,8 @@ def load_probe(name_or_path: Any, *, subfolder: str | None = None, revision: str
     if isinstance(name, os.PathLike) or (isinstance(name, str) and Path(name).expanduser().is_dir()):
         folder = safe_join(Path(name).expanduser(), subfolder or "")
     elif isinstance(name, str) and _REPO_ID_RE.match(name):
-        folder = download_snapshot(name, revision=revision, subfolder=subfolder or "", filenames=[WEIGHTS_NAME, CONFIG_NAME], force_download=force_download)
+        with _suggest_on_failure(name, cat):
+            folder = download_snapshot(name, revision=revision, subfolder=subfolder or "", filenames=[WEIGHTS_NAME, CONFIG_NAME], force_download=force_download)
     elif isinstance(name, str):
         if ".." in name.split("/") or name.startswith("/"):
             raise UnsafePathError(f"{name!r} is not a catalog name, Hub repo id or existing folder; refusing a path that leaves its folder")

@@ -41,11 +41,11 @@ def detect_format(folder: Path) -> str:
         return "sparsify"
     if {"probe.safetensors", "probe_config.json"} <= names:
         return "probe"
-    refuse_pickles(folder, "the SAE")
     hookpoints = sorted(p.name for p in folder.iterdir() if p.is_dir() and ({*SPARSIFY_FILES} <= {q.name for q in p.iterdir()} or {*SAE_LENS_FILES} <= {q.name for q in p.iterdir()}))
     if hookpoints:
         shown = ", ".join(hookpoints[:8]) + (", ..." if len(hookpoints) > 8 else "")
         raise ValueError(f"{folder} holds one SAE per hookpoint ({shown}); choose one with subfolder=")
+    refuse_pickles(folder, "the SAE")
     raise ValueError(
         f"{folder} is not an SAE folder: expected sae-lens's cfg.json + sae_weights.safetensors "
         "or sparsify's cfg.json + sae.safetensors"

@@ -66,11 +66,19 @@ def safe_join(root: str | os.PathLike[str], rel: str, *, within: str | os.PathLi
     rel = safe_relative(rel)
     root = Path(root)
     path = root / rel if rel else root
-    boundary = Path(within if within is not None else root).resolve()
+    boundary = Path(within if within is not None else _default_boundary(root)).resolve()
     real = path.resolve()
     if real != boundary and boundary not in real.parents:
         raise UnsafePathError(f"{path} resolves to {real}, outside {boundary}; refusing to read it")
     return path
+
+
+def _default_boundary(root: Path) -> Path:
+    """The folder paths under `root` must stay in: the repo storage folder for a HF snapshot, else root."""
+    for parent in [root, *root.parents]:
+        if parent.parent.name == "snapshots" and parent.parent.parent.name.startswith(("models--", "datasets--", "spaces--")):
+            return parent.parent.parent
+    return root
 
 
 def verify_files(folder: str | os.PathLike[str], files: dict[str, str], *, where: str, within: str | os.PathLike[str] | None = None) -> None:
