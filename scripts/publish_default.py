@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from saerl_zoo.zoo.builtin import PREFIX, default_entries  # noqa: E402
+from saerl_zoo.zoo.builtin import HOST_MODEL_ID, PREFIX, default_entries  # noqa: E402
 from saerl_zoo.zoo.publish import CARDS_DIR, publish, render_card  # noqa: E402
 from saerl_zoo.zoo.registry import BUILTIN_CATALOG, dump_catalog, read_catalog_file, read_header  # noqa: E402
 
@@ -55,11 +55,37 @@ def main(argv: list[str] | None = None) -> None:
     names = [a.name for a in get_catalog().filter() if a.name.startswith(f"{PREFIX}/")]
     if not names:
         sys.exit("the built-in catalog has no saerl-tiny-math entries; run with --update-catalog first")
+    model_repo = f"{args.org}/{HOST_MODEL_ID.split('/')[1]}"
+    publish_host_model(model_repo, args.out / model_repo.replace("/", "--"), upload=args.upload)
     for name in names:
         repo = f"{args.org}/{name.replace('/', '-')}"
-        result = publish(name, repo, name=name.replace(PREFIX, f"{PREFIX}-hub"), dry_run=not args.upload,
-                         out_dir=args.out / repo.replace("/", "--"), catalog=args.catalog)
+        result = publish(name, repo, name=name.replace(PREFIX, f"{PREFIX}-hub"), entry={"model": {"id": model_repo}},
+                         dry_run=not args.upload, out_dir=args.out / repo.replace("/", "--"), catalog=args.catalog)
         print(f"{name} -> {result.repo_id}: {result.folder}")
+
+
+def publish_host_model(repo_id: str, out: Path, *, upload: bool) -> None:
+    """The embedded policy itself, so the artifacts' base_model points at a real repo."""
+    import shutil
+
+    from huggingface_hub import HfApi, ModelCard, ModelCardData
+
+    from saerl_zoo.embedded import default_path
+
+    if out.exists() and any(out.iterdir()):
+        sys.exit(f"{out} is not empty")
+    shutil.copytree(default_path("model"), out, dirs_exist_ok=True)
+    data = ModelCardData(library_name="transformers", license="apache-2.0", tags=["saerl-zoo", "tiny-math", "llama"], pipeline_tag="text-generation")
+    text = (f"---\n{data.to_yaml()}\n---\n\n# {repo_id}\n\nThe tiny Llama math policy embedded in saerl-zoo "
+            f"(trained from scratch by `python scripts/build_default.py --seed 0`); host model of the {PREFIX}/* SAE and probes.\n")
+    ModelCard(text).save(str(out / "README.md"))
+    message = "saerl-zoo: publish the embedded tiny math policy"
+    if not upload:
+        print(f"dry run: wrote {out}; would run create_repo({repo_id!r}, exist_ok=True) and upload_folder({str(out)!r}, commit_message={message!r})")
+        return
+    api = HfApi()
+    api.create_repo(repo_id, exist_ok=True)
+    print(api.upload_folder(repo_id=repo_id, folder_path=str(out), commit_message=message).commit_url)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ SAE_NAME, DIFFICULTY_NAME, QUALITY_NAME = f"{PREFIX}/sae", f"{PREFIX}/difficulty
 HOST_MODEL_ID = "saerl-zoo/saerl-tiny-math-policy"
 LICENSE = "apache-2.0"
 BUILD_COMMAND = "python scripts/build_default.py --seed 0"
+ESTIMATORS = {"elasticnet": "ElasticNet", "logistic": "Logistic-regression", "ridge": "Ridge"}
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -111,12 +112,13 @@ def default_entries(default_dir: Path | None = None, *, package_prefix: str = "d
          f"0/1 good/broken labels on {n_label} prompts of a pool with {args.get('bad_fraction', 0.15):.0%} injected broken prompts"),
     ):
         cfg = _json(root / sub / "probe_config.json")
-        pool_eval = probes.get("pool_eval", {})
+        topic = kind.removesuffix("-probe")
+        pool_eval = {k: v for k, v in probes.get("pool_eval", {}).items() if topic in k}
         entries.append({
             "name": name,
             "kind": kind,
             "description": (
-                f"{cfg.get('estimator', 'linear')} probe on mean-pooled codes of {SAE_NAME}: "
+                f"{ESTIMATORS.get(cfg.get('estimator'), 'Linear')} probe on mean-pooled codes of {SAE_NAME}: "
                 + ("predicted difficulty (1 - pass rate), to order the curriculum easy to hard." if kind == "difficulty-probe"
                    else "P(prompt is well-formed), to filter broken prompts before training.")
             ),

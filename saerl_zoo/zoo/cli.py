@@ -1,7 +1,8 @@
-"""`saerl-zoo zoo ...` / the zoo commands: list, info, pull, publish, verify.
+"""The zoo commands: `saerl-zoo list | info | pull | publish | verify`.
 
-Each is a plain click command; `zoo` groups them. Register either the group
-(`main.add_command(zoo)`) or the commands one by one (`main.add_command(list_cmd)`, ...).
+Each is a plain click command, registered on the main group one by one
+(`for cmd in COMMANDS: main.add_command(cmd)`); `zoo` also groups them, for a
+`saerl-zoo zoo ...` layout or for tests.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def list_cmd(kind, model, as_json):
             metrics = f"L0 {m['l0']:g}, EV {m['explained_variance']:.3f}"
             width = f"{a.sae.d_sae}" if a.sae else ""
         else:
-            metrics = ", ".join(f"{k} {v:.3f}" for k, v in list(m.get("heldout", {}).items())[:2] if isinstance(v, (int, float)))
+            heldout = m.get("heldout", {})
+            keys = sorted(heldout, key=lambda k: (k not in ("spearman", "auroc"), k))[:2]
+            metrics = ", ".join(f"{k} {heldout[k]:.3f}" for k in keys if isinstance(heldout[k], (int, float)))
             width = ""
         where = "package" if a.source.type == "package" else (a.source.repo_id or f"sae-lens:{a.source.release}")
         rows.append({"name": a.name, "kind": a.kind, "model": a.model.id, "hook": f"{a.hook.module}:{a.hook.site}", "width": width, "metrics": metrics, "source": where})

@@ -91,7 +91,7 @@ def verify_files(folder: str | os.PathLike[str], files: dict[str, str], *, where
         if got != expected:
             raise IntegrityError(
                 f"{where}: sha256 mismatch for {rel} ({path}): the catalog says {expected}, the file has {got}. "
-                "The file was changed or corrupted and is not used; delete it (or run `saerl-zoo zoo pull NAME --force`) "
+                "The file was changed or corrupted and is not used; delete it (or run `saerl-zoo pull NAME --force`) "
                 "to fetch a clean copy."
             )
 

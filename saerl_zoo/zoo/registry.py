@@ -518,7 +518,7 @@ def unknown_name_message(name: str, known: list[str]) -> str:
         tails = {k.rsplit("/", 1)[-1]: k for k in known}
         close = [tails[t] for t in difflib.get_close_matches(name.rsplit("/", 1)[-1], list(tails), n=3, cutoff=0.6)]
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return f"no artifact named {name!r} in the zoo catalog{hint} (`saerl-zoo zoo list` shows them all)"
+    return f"no artifact named {name!r} in the zoo catalog{hint} (`saerl-zoo list` shows them all)"
 
 
 def dump_catalog(entries: list[Artifact], path: str | os.PathLike[str], *, header: str = "", hub_catalogs: list[HubCatalogRef] | None = None) -> None:
