@@ -139,7 +139,7 @@ def cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
     from huggingface_hub.file_download import repo_folder_name
 
     storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
-    revision = revision or "main"
+    revision = safe_relative(revision or "main", "revision")
     commit = revision
     ref = storage / "refs" / revision
     if ref.is_file():

@@ -50,8 +50,11 @@ class CatalogError(ValueError):
     """A catalog file or entry that does not follow the schema."""
 
 
-class UnknownArtifactError(KeyError):
-    """A name that is in no catalog; the message lists the closest known names."""
+class UnknownArtifactError(KeyError, ValueError):
+    """A name that is in no catalog; the message lists the closest known names.
+
+    A KeyError (a failed lookup) and a ValueError (bad input, as the CLI reports it).
+    """
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
