@@ -1,0 +1,34 @@
+"""Trainer adapters: feed a SaeRL curriculum to an RL framework's own training loop.
+
+Each adapter lives in its own submodule and imports its framework when that
+submodule is imported, so ``import saerl_zoo.adapters`` stays free of any
+trainer framework. Import the one you need explicitly::
+
+    from saerl_zoo.adapters.trl import SaeRLGRPOTrainer, make_trl_trainer
+
+The names below are also reachable as attributes of this package; they are
+resolved lazily, on first access, and only then import the framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SaeRLGRPOTrainer": "saerl_zoo.adapters.trl",
+    "SaeRLRepeatSampler": "saerl_zoo.adapters.trl",
+    "make_trl_trainer": "saerl_zoo.adapters.trl",
+    "repeat_layout": "saerl_zoo.adapters.trl",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'saerl_zoo.adapters' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,353 @@
+"""TRL adapter: the SaeRL order through a real GRPOTrainer, TRL's layout, ranks and resume."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("trl")
+
+from accelerate.data_loader import prepare_data_loader  # noqa: E402
+from conftest import make_char_tokenizer, make_tiny_llama  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from trl.trainer.grpo_trainer import RepeatSampler  # noqa: E402
+
+from saerl_zoo.adapters.trl import (  # noqa: E402
+    STATE_NAME,
+    SaeRLGRPOTrainer,
+    SaeRLRepeatSampler,
+    make_trl_trainer,
+    repeat_layout,
+)
+from saerl_zoo.curriculum import Curriculum  # noqa: E402
+from saerl_zoo.storage import read_json  # noqa: E402
+
+N_PROMPTS = 13
+DROPPED = (4, 9)  # filtered out by the quality mask
+
+
+def make_curriculum(n: int = N_PROMPTS, seed: int = 3, mixing: float = 0.25) -> Curriculum:
+    rng = np.random.default_rng(0)
+    keep = np.ones(n, dtype=bool)
+    keep[list(DROPPED)] = False
+    return Curriculum(
+        keep=keep,
+        difficulty=rng.normal(size=n),
+        quality=None,
+        clusters=rng.integers(0, 3, size=n),
+        sampler_kwargs={"batch_size": 8, "mixing": mixing, "rotate": True, "seed": seed, "drop_last": False},
+        provenance={"test": True},
+    )
+
+
+def saerl_order(curriculum: Curriculum, chunk: int, epoch: int = 0) -> list[int]:
+    """SaeRL's own unique-prompt order at batch size = one TRL chunk."""
+    sampler = curriculum.sampler(batch_size=chunk, drop_last=True)
+    sampler.set_epoch(epoch)
+    return sampler.order()
+
+
+# ---------------------------------------------------------------- layout, no trainer
+
+
+@pytest.mark.parametrize(
+    "n, mini, batch, repeat",
+    [(7, 2, 3, 4), (12, 3, 4, 2), (10, 1, 10, 1), (9, 2, 2, 3), (5, 2, 6, 1)],
+)
+def test_repeat_layout_is_trls_repeat_sampler(n, mini, batch, repeat):
+    # Given the same unique-prompt order, the layout equals RepeatSampler's, index for index.
+    order = np.random.default_rng(n).permutation(n).tolist()
+    unshuffled = RepeatSampler(list(range(n)), mini_repeat_count=mini, batch_size=batch, repeat_count=repeat, shuffle=False)
+    expected = [order[i] for i in unshuffled]
+    got = repeat_layout(order, mini_repeat_count=mini, batch_size=batch, repeat_count=repeat)
+    assert got == expected
+    assert len(got) == len(unshuffled)
+
+    # ...and with TRL's own shuffle: feed RepeatSampler's permutation to the layout.
+    shuffled = RepeatSampler(list(range(n)), mini_repeat_count=mini, batch_size=batch, repeat_count=repeat, seed=11)
+    permutation = torch.randperm(n, generator=torch.Generator().manual_seed(11)).tolist()
+    assert repeat_layout(permutation, mini_repeat_count=mini, batch_size=batch, repeat_count=repeat) == list(shuffled)
+
+
+def test_sampler_lays_out_saerl_order():
+    curriculum = make_curriculum()
+    sampler = SaeRLRepeatSampler.from_curriculum(
+        curriculum, num_generations=2, generation_batch_size=6, steps_per_generation=2, num_iterations=2
+    )
+    chunk, repeat = 3, 4
+    assert (sampler.batch_size, sampler.mini_repeat_count, sampler.repeat_count) == (chunk, 2, repeat)
+    order = saerl_order(curriculum, chunk)
+    # 11 prompts kept -> 3 full chunks of 3; the short trailing SaeRL batch is dropped, as TRL drops it
+    assert len(order) == 9 and sampler.order() == order
+    assert sampler.chunks() == curriculum.sampler(batch_size=chunk, drop_last=True).global_batches()
+    assert not set(DROPPED) & set(order)
+    items = list(sampler)
+    assert items == repeat_layout(order, mini_repeat_count=2, batch_size=chunk, repeat_count=repeat)
+    assert len(sampler) == len(items) == 9 * 2 * repeat
+    assert sampler.position == len(items)
+    # no `generator` attribute: accelerate would otherwise install and re-broadcast a random one
+    assert not hasattr(sampler, "generator")
+
+    sampler.set_epoch(1)
+    assert sampler.epoch == 1
+    assert sampler.order() == saerl_order(curriculum, chunk, epoch=1) != order
+    assert list(sampler) == repeat_layout(saerl_order(curriculum, chunk, 1), mini_repeat_count=2, batch_size=chunk, repeat_count=repeat)
+
+
+def test_every_rank_yields_the_same_sequence_and_accelerate_deals_it_like_trl():
+    # 2 ranks, per_device_train_batch_size 2, steps_per_generation 2 -> generation_batch_size 8;
+    # num_generations 2 -> chunks of 4 unique prompts, each chunk repeated 2 times.
+    processes, per_device, steps_per_gen, num_gen = 2, 2, 2, 2
+    generation_batch = per_device * processes * steps_per_gen
+    curriculum = make_curriculum()
+    dataset = list(range(N_PROMPTS))
+    per_rank: dict[int, list[list[int]]] = {}
+    samplers = []
+    for rank in range(processes):
+        torch.manual_seed(1000 + rank)  # ranks have different global RNG states
+        sampler = SaeRLRepeatSampler.from_curriculum(
+            curriculum, num_generations=num_gen, generation_batch_size=generation_batch, steps_per_generation=steps_per_gen
+        )
+        samplers.append(sampler)
+        loader = DataLoader(dataset, batch_size=per_device * steps_per_gen, sampler=sampler)  # as GRPOTrainer builds it
+        loader = prepare_data_loader(
+            loader, num_processes=processes, process_index=rank, put_on_device=False, rng_types=["generator"]
+        )
+        batches = []
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            batches.append([batch.tolist() for batch in loader])
+        per_rank[rank] = batches
+    assert list(samplers[0]) == list(samplers[1])
+
+    for epoch in range(2):
+        order = saerl_order(curriculum, generation_batch // num_gen, epoch)
+        layout = repeat_layout(order, mini_repeat_count=num_gen, batch_size=generation_batch // num_gen, repeat_count=steps_per_gen)
+        # step t: rank 0 and rank 1 together hold the t-th generation batch of the global layout
+        steps = list(zip(per_rank[0][epoch], per_rank[1][epoch]))
+        assert [index for pair in steps for batch in pair for index in batch] == layout
+        for t, (first, second) in enumerate(steps):
+            chunk = order[(t // steps_per_gen) * 4 : (t // steps_per_gen + 1) * 4]
+            assert first + second == [i for i in chunk for _ in range(num_gen)]
+    assert per_rank[0][0] + per_rank[1][0] != per_rank[0][1] + per_rank[1][1]  # epochs follow SaeRL's per-epoch order
+
+
+def test_sampler_validation():
+    curriculum = make_curriculum()
+    with pytest.raises(ValueError, match="divisible by num_generations"):
+        SaeRLRepeatSampler.from_curriculum(curriculum, num_generations=4, generation_batch_size=6, steps_per_generation=1)
+    with pytest.raises(ValueError, match="fewer than one TRL generation chunk"):
+        SaeRLRepeatSampler.from_curriculum(curriculum, num_generations=2, generation_batch_size=24, steps_per_generation=1)
+    with pytest.raises(ValueError, match="sets .*batch_size"):
+        SaeRLRepeatSampler.from_curriculum(
+            curriculum, num_generations=2, generation_batch_size=4, steps_per_generation=1, batch_size=5
+        )
+    with pytest.raises(ValueError, match="num_replicas=1"):
+        SaeRLRepeatSampler(curriculum.sampler(batch_size=2, num_replicas=2), mini_repeat_count=2, batch_size=2)
+    with pytest.raises(ValueError, match="chunk size"):
+        SaeRLRepeatSampler(curriculum.sampler(batch_size=3), mini_repeat_count=2, batch_size=2)
+
+
+def test_trainer_refuses_mismatched_datasets_before_building_the_model():
+    from datasets import Dataset
+
+    curriculum = make_curriculum()
+    short = Dataset.from_dict({"prompt": ["a"] * (N_PROMPTS - 1)})
+    # model=None would fail inside GRPOTrainer; the curriculum check must come first
+    with pytest.raises(ValueError, match="12 rows but the curriculum scores 13"):
+        SaeRLGRPOTrainer(model=None, reward_funcs=None, train_dataset=short, curriculum=curriculum)
+    with pytest.raises(TypeError, match="IterableDataset"):
+        SaeRLGRPOTrainer(None, None, None, short.to_iterable_dataset(), curriculum=curriculum)
+    with pytest.raises(TypeError, match="Curriculum"):
+        SaeRLGRPOTrainer(model=None, train_dataset=short, curriculum=42)
+
+
+def test_importing_saerl_zoo_and_adapters_does_not_import_trl():
+    code = (
+        "import sys, saerl_zoo, saerl_zoo.adapters, saerl_zoo.sampler, saerl_zoo.curriculum; "
+        "assert 'trl' not in sys.modules, 'trl imported eagerly'; "
+        "assert 'saerl_zoo.adapters.trl' not in sys.modules; "
+        "assert 'SaeRLGRPOTrainer' in dir(saerl_zoo.adapters); "
+        "saerl_zoo.adapters.SaeRLGRPOTrainer; assert 'trl' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- a real GRPOTrainer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = make_char_tokenizer()
+    tok.padding_side = "left"
+    return tok
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": [f"q{i:02d}=" for i in range(N_PROMPTS)], "idx": list(range(N_PROMPTS))})
+
+
+class Recorder:
+    """Reward function that records the prompts TRL generated for, and the sampler's live position."""
+
+    __name__ = "recorder"
+
+    def __init__(self, dataset):
+        self.text_to_idx = {p: i for i, p in enumerate(dataset["prompt"])}
+        self.calls: list[list[int]] = []
+        self.positions: list[int] = []
+        self.trainer = None
+
+    def __call__(self, prompts, completions, idx, **kwargs):
+        from_text = [self.text_to_idx[p] for p in prompts]
+        assert from_text == list(idx)  # the prompts TRL fed to generation are the rows it loaded
+        self.calls.append(from_text)
+        if self.trainer is not None and self.trainer.saerl_sampler is not None:
+            self.positions.append(self.trainer.saerl_sampler.position)
+        return [float(len(c)) for c in completions]
+
+
+def grpo_args(output_dir, **overrides):
+    from trl import GRPOConfig
+
+    kwargs = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=2,
+        learning_rate=1e-3,
+        report_to=[],
+        bf16=False,
+        use_vllm=False,
+        gradient_checkpointing=False,
+        logging_steps=1000,
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return GRPOConfig(**kwargs)
+
+
+def train(tokenizer, dataset, curriculum, output_dir, resume=None, **overrides):
+    recorder = Recorder(dataset)
+    trainer = make_trl_trainer(
+        make_tiny_llama(len(tokenizer)),
+        recorder,
+        grpo_args(output_dir, **overrides),
+        dataset,
+        curriculum=curriculum,
+        processing_class=tokenizer,
+    )
+    recorder.trainer = trainer
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    return trainer, recorder
+
+
+def expected_generations(curriculum, chunk, num_generations, epochs):
+    """One entry per generation call: each chunk's prompts, each num_generations times in a row."""
+    out = []
+    for epoch in epochs:
+        order = saerl_order(curriculum, chunk, epoch)
+        for start in range(0, len(order), chunk):
+            out.append([i for i in order[start : start + chunk] for _ in range(num_generations)])
+    return out
+
+
+def test_grpo_trainer_generates_in_saerl_order_and_resumes_exactly(tmp_path, tokenizer, dataset, monkeypatch):
+    curriculum = make_curriculum()
+    saved = curriculum.save(tmp_path / "curriculum")  # the trainer also takes a saved curriculum's directory
+    # chunk = 4 // 2 = 2 unique prompts, repeated steps_per_generation = 2 times; 1 micro-batch per step
+    # -> 11 kept prompts give 5 chunks = 10 steps per epoch; 14 steps run into epoch 1.
+    layout = dict(gradient_accumulation_steps=1, steps_per_generation=2, max_steps=14)
+    run_dir = tmp_path / "run"
+    trainer, full = train(tokenizer, dataset, str(saved), run_dir, save_strategy="steps", save_steps=4, **layout)
+    expected = expected_generations(curriculum, 2, 2, epochs=(0, 1))
+    assert full.calls == expected[:7]  # epoch 0's 5 chunks, then epoch 1's first 2
+    assert isinstance(trainer.saerl_sampler, SaeRLRepeatSampler)
+    assert trainer.state.epoch == pytest.approx(1.4)  # the trainer's epochs are the sampler's epochs
+
+    # the checkpoint carries the cursor of the last trained chunk, from global_step, not the prefetched position
+    state4 = read_json(run_dir / "checkpoint-4" / STATE_NAME)
+    assert (state4["epoch"], state4["chunk"], state4["cursor"], state4["partial_micro_batches"]) == (0, 2, 4, 0)
+    assert state4["saerl"]["fingerprint"]["batch_size"] == 2
+    state12 = read_json(run_dir / "checkpoint-12" / STATE_NAME)
+    assert (state12["epoch"], state12["chunk"], state12["cursor"]) == (1, 1, 2)
+
+    # resume mid-epoch 0: TRL's skip_first_batches + the saved state continue the order, nothing skipped twice
+    _, resumed = train(tokenizer, dataset, curriculum, tmp_path / "resume4", resume=run_dir / "checkpoint-4", **layout)
+    assert resumed.calls == full.calls[2:]
+
+    # resume mid-epoch 1 when nobody forwards set_epoch to the sampler (accelerate's skipping wrapper on
+    # several ranks does not): the saved state alone must select epoch 1
+    monkeypatch.setattr(SaeRLRepeatSampler, "set_epoch", lambda self, epoch: None)
+    _, resumed = train(tokenizer, dataset, curriculum, tmp_path / "resume12", resume=run_dir / "checkpoint-12", **layout)
+    assert resumed.calls == full.calls[6:]
+
+    # a checkpoint without the SaeRL file (e.g. written by plain GRPOTrainer) still resumes, with a warning
+    bare = tmp_path / "bare-checkpoint-12"
+    shutil.copytree(run_dir / "checkpoint-12", bare)
+    (bare / STATE_NAME).unlink()
+    with pytest.warns(UserWarning, match="is missing"):
+        _, resumed = train(tokenizer, dataset, curriculum, tmp_path / "resume-bare", resume=bare, **layout)
+    assert resumed.calls == full.calls[6:]
+    monkeypatch.undo()
+
+    # ignore_data_skip=True: TRL restarts the checkpoint's epoch at its first chunk, and so does the order
+    with pytest.warns(UserWarning, match="ignore_data_skip"):
+        _, replayed = train(tokenizer, dataset, curriculum, tmp_path / "noskip", resume=run_dir / "checkpoint-4",
+                            ignore_data_skip=True, **layout)
+    assert replayed.calls == full.calls[:5]
+
+    # resuming into a run whose data position or curriculum differs is refused, not silently misordered
+    with pytest.raises(ValueError, match="gradient_accumulation_steps changed"):
+        train(tokenizer, dataset, curriculum, tmp_path / "bad-ga", resume=run_dir / "checkpoint-4",
+              gradient_accumulation_steps=2, steps_per_generation=2, max_steps=14)
+    with pytest.raises(ValueError, match="different sampler"):
+        train(tokenizer, dataset, make_curriculum(mixing=0.5), tmp_path / "bad-curriculum",
+              resume=run_dir / "checkpoint-4", **layout)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_next_chunk_is_drawn_before_current_rewards_exist(tmp_path, tokenizer, dataset, num_workers):
+    # default steps_per_generation == gradient_accumulation_steps == 2: each optimiser step is one chunk
+    curriculum = make_curriculum()
+    _, rec = train(
+        tokenizer, dataset, curriculum, tmp_path / "run", gradient_accumulation_steps=2, max_steps=3,
+        dataloader_num_workers=num_workers,
+    )
+    assert rec.calls == expected_generations(curriculum, 2, 2, epochs=(0,))[:3]
+    per_chunk = 2 * 2 * 2  # chunk * num_generations * repeat_count
+    assert len(rec.positions) == 3
+    for k, position in enumerate(rec.positions):
+        # when chunk k is scored, the sampler has already handed out indices of chunk k + 1 ...
+        assert position > (k + 1) * per_chunk
+        if num_workers:  # ... and worker prefetch (2 batches per worker) reaches into chunk k + 2
+            assert position > (k + 2) * per_chunk
+
+
+def test_checkpoint_inside_a_chunk_warns_and_regenerates_that_chunk(tmp_path, tokenizer, dataset):
+    # num_iterations 2 * steps_per_generation 2 -> each chunk spans 4 micro-batches = 4 steps;
+    # checkpoint-2 falls halfway through chunk 0
+    curriculum = make_curriculum()
+    layout = dict(gradient_accumulation_steps=1, steps_per_generation=2, num_iterations=2, max_steps=8)
+    with pytest.warns(UserWarning, match="falls inside a generation chunk"):
+        _, full = train(tokenizer, dataset, curriculum, tmp_path / "run", save_strategy="steps", save_steps=2, **layout)
+    assert full.calls == expected_generations(curriculum, 2, 2, epochs=(0,))[:2]
+    state = read_json(tmp_path / "run" / "checkpoint-2" / STATE_NAME)
+    assert (state["chunk"], state["partial_micro_batches"], state["cursor"]) == (0, 2, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, resumed = train(tokenizer, dataset, curriculum, tmp_path / "resume", resume=tmp_path / "run" / "checkpoint-2", **layout)
+    # TRL generates again for the interrupted chunk, then continues the order
+    assert resumed.calls == [full.calls[0]] + full.calls[1:]
