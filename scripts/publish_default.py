@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     publish_host_model(model_repo, args.out / model_repo.replace("/", "--"), upload=args.upload)
     for name in names:
         repo = f"{args.org}/{name.replace('/', '-')}"
-        result = publish(name, repo, name=name.replace(PREFIX, f"{PREFIX}-hub"), entry={"model": {"id": model_repo}},
+        overrides = {"model": {"id": model_repo}}
+        if not name.endswith("/sae"):  # published probes read the published SAE
+            overrides["features"] = f"{PREFIX}-hub/sae"
+        result = publish(name, repo, name=name.replace(PREFIX, f"{PREFIX}-hub"), entry=overrides,
                          dry_run=not args.upload, out_dir=args.out / repo.replace("/", "--"), catalog=args.catalog)
         print(f"{name} -> {result.repo_id}: {result.folder}")
 

@@ -84,6 +84,8 @@ def test_published_repo_loads_by_name_and_repo_id(offline_hub, tmp_path, monkeyp
     monkeypatch.setenv("SAERL_ZOO_CATALOG", str(catalog))
     for loaded in (api.load_sae("test/tiny-sae"), api.load_sae("test-org/tiny-sae", subfolder="model.layers.1")):
         assert torch.equal(loaded.encode(acts()), sae.encode(acts()))
+    # sae-lens alone loads the published repo from the Hub (here: the offline cache), as the card says
+    assert torch.equal(SAE.from_pretrained("test-org/tiny-sae", "model.layers.1").encode(acts()), sae.encode(acts()))
 
 
 def test_publish_reports_missing_fields(tmp_path):
