@@ -51,7 +51,9 @@ class VerificationError(ValueError):
 
 def get_catalog(refresh: bool = False) -> Catalog:
     """The merged catalog (built-in, pinned Hub catalogs, user files), cached per environment."""
-    key = (os.environ.get(CATALOG_ENV, ""), os.environ.get(HUB_CATALOGS_ENV, ""))
+    files = [p for p in os.environ.get(CATALOG_ENV, "").split(os.pathsep) if p.strip()]
+    stamps = tuple((p, os.path.getmtime(p) if os.path.isfile(p) else None) for p in files)
+    key = (repr(stamps), os.environ.get(HUB_CATALOGS_ENV, ""))  # an edited user catalog is re-read
     if refresh or key not in _CATALOG_CACHE:
         _CATALOG_CACHE.clear()
         _CATALOG_CACHE[key] = Catalog.load()
