@@ -42,9 +42,8 @@ def hash_folder(folder: str | os.PathLike[str], files: Iterable[str] | None = No
     """sha256 of each (or of the given) regular file under `folder`, keyed by '/'-separated relative path."""
     folder = Path(folder)
     if files is None:
-        files = sorted(
-            rel.as_posix() for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in (rel := p.relative_to(folder)).parts)
-        )
+        rels = (p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+        files = sorted(r.as_posix() for r in rels if not any(part.startswith(".") for part in r.parts))
     return {rel: sha256_file(safe_join(folder, rel)) for rel in files}
 
 
