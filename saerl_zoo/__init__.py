@@ -28,6 +28,10 @@ _EXPORTS = {
     "curriculum_from_features": "saerl_zoo.curriculum",
     "write_ordered_dataset": "saerl_zoo.curriculum",
     "write_report": "saerl_zoo.curriculum",
+    "GRPOConfig": "saerl_zoo.grpo",
+    "train": "saerl_zoo.grpo",
+    "math_reward": "saerl_zoo.rewards",
+    "task_reward": "saerl_zoo.rewards",
 }
 __all__ = sorted(_EXPORTS)
 
