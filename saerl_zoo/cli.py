@@ -47,7 +47,8 @@ def _check_model_args(model_path, sae_path, gguf_file) -> None:
 
 def _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_code):
     from saerl_zoo.embedded import default_path
-    from saerl_zoo.featurize import load_model, load_sae
+    from saerl_zoo.featurize import load_model
+    from saerl_zoo.zoo.api import load_sae
 
     model, tokenizer = load_model(
         model_path or default_path("model"), device=device, gguf_file=gguf_file, trust_remote_code=trust_remote_code
@@ -67,7 +68,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ValueError, TypeError, FileNotFoundError) as err:
+        except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
             raise click.ClickException(str(err)) from err
 
 
@@ -202,6 +203,15 @@ def curriculum(prompts, out, model_path, sae_path, layer, gguf_file, device, tru
     click.echo(f"kept {int(result.keep.sum())} of {len(result)} prompts → {ordered}")
     click.echo(f"report: {report['markdown']}, plot: {report['plot']}")
 
+
+def _register_zoo_commands() -> None:
+    from saerl_zoo.zoo.cli import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_zoo_commands()
 
 if __name__ == "__main__":
     main()

@@ -21,10 +21,11 @@ import numpy as np
 
 from saerl_zoo.difficulty import DifficultyProbe
 from saerl_zoo.diversity import Clustering, cluster
-from saerl_zoo.featurize import featurize, load_sae, resolve_layer
+from saerl_zoo.featurize import featurize, resolve_layer
 from saerl_zoo.probe import as_features
 from saerl_zoo.quality import QualityProbe
 from saerl_zoo.sampler import SaeRLSampler, quality_mask
+from saerl_zoo.zoo.api import load_sae
 from saerl_zoo.storage import atomic_path, read_json, read_tensors, write_json, write_tensors
 
 SCORES_NAME = "scores.safetensors"
@@ -157,7 +158,7 @@ def build_curriculum(
     **kwargs: Any,
 ) -> Curriculum:
     """Featurize `prompts` through `model` and `sae`, then `curriculum_from_features(**kwargs)`."""
-    sae = load_sae(sae, device=next(model.parameters()).device)
+    sae = load_sae(sae, device=str(next(model.parameters()).device))
     layer = resolve_layer(model, sae, layer)
     features = featurize(
         prompts,

@@ -66,24 +66,6 @@ def load_model(
     return model, tokenizer
 
 
-def load_sae(sae: Any, *, device: str | torch.device = "cpu") -> Any:
-    """Return a sae-lens `SAE`, loading it from a saved folder when given a path."""
-    from sae_lens import SAE
-
-    if isinstance(sae, SAE):
-        return sae
-    path = Path(sae)
-    if not path.is_dir():
-        raise FileNotFoundError(f"SAE folder not found: {path}")
-    for name in ("cfg.json", "sae_weights.safetensors"):
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"SAE folder {path} has no {name} (expected sae-lens's on-disk format)")
-    try:
-        return SAE.load_from_disk(str(path), device=str(device))
-    except Exception as err:  # sae-lens raises many kinds on a damaged folder
-        raise ValueError(f"could not load the SAE in {path}: {err}") from err
-
-
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """Find the stack of decoder blocks of any HF causal LM.
 
@@ -308,7 +290,9 @@ def featurize(
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
     if batch_size < 1 or shard_size < 1 or max_length < 1:
         raise ValueError("batch_size, shard_size and max_length must be positive")
-    sae = load_sae(sae, device=_model_device(model))
+    from saerl_zoo.zoo.api import load_sae
+
+    sae = load_sae(sae, device=str(_model_device(model)))
     if int(sae.cfg.d_in) != _hidden_size(model):
         raise ValueError(f"SAE d_in={sae.cfg.d_in} does not match the model's hidden size {_hidden_size(model)}")
     layer = resolve_layer(model, sae, layer)

@@ -142,14 +142,14 @@ def test_bad_input_errors(tmp_path, prompts, tiny_model, tokenizer, tiny_sae):
         featurize([], tiny_model, tokenizer, tiny_sae, progress=False)
     with pytest.raises(ValueError, match="unknown pooling"):
         featurize(prompts, tiny_model, tokenizer, tiny_sae, pooling="sum", progress=False)
-    with pytest.raises(FileNotFoundError, match="SAE folder not found"):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
         featurize(prompts, tiny_model, tokenizer, tmp_path / "nope", progress=False)
 
 
 def test_corrupt_sae_file_is_reported(tmp_path, prompts, tiny_model, tokenizer, tiny_sae):
     tiny_sae.save_model(tmp_path / "sae")
     (tmp_path / "sae" / "sae_weights.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="could not load the SAE"):
+    with pytest.raises(ValueError, match="could not load the sae-lens SAE"):
         featurize(prompts, tiny_model, tokenizer, tmp_path / "sae", progress=False)
 
 

@@ -14,7 +14,7 @@ from sae_lens import SAE
 from test_zoo_support import D_IN, acts, add_repo, offline_hub, sae_entry, tiny_sae, write_catalog  # noqa: F401
 
 from saerl_zoo.zoo import api
-from saerl_zoo.zoo.cli import zoo
+from saerl_zoo.cli import main
 from saerl_zoo.zoo.formats import save_sae
 from saerl_zoo.zoo.hub import hash_folder
 from saerl_zoo.zoo.publish import publish, validate_card
@@ -171,28 +171,28 @@ def test_cli_list_info_pull_verify_publish(offline_hub, tmp_path, monkeypatch):
     runner = CliRunner()
     out = tmp_path / "out"
     catalog = tmp_path / "mine.yaml"
-    res = runner.invoke(zoo, ["publish", str(src), "--repo-id", "test-org/tiny-sae", "--name", "test/tiny-sae", "--entry", str(entry_file),
+    res = runner.invoke(main, ["publish", str(src), "--repo-id", "test-org/tiny-sae", "--name", "test/tiny-sae", "--entry", str(entry_file),
                               "--out", str(out), "--catalog", str(catalog), "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "dry run" in res.output and "upload_folder(" in res.output and "catalog entry" in res.output
     add_repo(offline_hub, "test-org/tiny-sae", out)
     monkeypatch.setenv("SAERL_ZOO_CATALOG", str(catalog))
 
-    res = runner.invoke(zoo, ["list", "--kind", "sae"])
+    res = runner.invoke(main, ["list", "--kind", "sae"])
     assert res.exit_code == 0 and "test/tiny-sae" in res.output and "model.layers.1:resid_out" in res.output
-    res = runner.invoke(zoo, ["list", "--model", "no-such-model"])
+    res = runner.invoke(main, ["list", "--model", "no-such-model"])
     assert "no artifacts match" in res.output
-    res = runner.invoke(zoo, ["info", "test/tiny-sae"])
+    res = runner.invoke(main, ["info", "test/tiny-sae"])
     assert res.exit_code == 0 and "## Metrics" in res.output
-    res = runner.invoke(zoo, ["info", "test/tiny-sea"])
+    res = runner.invoke(main, ["info", "test/tiny-sea"])
     assert res.exit_code != 0 and "did you mean 'test/tiny-sae'" in res.output
-    res = runner.invoke(zoo, ["pull", "test/tiny-sae"])
+    res = runner.invoke(main, ["pull", "test/tiny-sae"])
     assert res.exit_code == 0 and "sha256 verified" in res.output
-    res = runner.invoke(zoo, ["verify", "test/tiny-sae"])
+    res = runner.invoke(main, ["verify", "test/tiny-sae"])
     assert res.exit_code == 0 and " ok " in res.output
     blob = (api.pull("test/tiny-sae") / "cfg.json").resolve()
     blob.write_text(blob.read_text().replace("64", "65", 1))
-    res = runner.invoke(zoo, ["verify", "test/tiny-sae"])
+    res = runner.invoke(main, ["verify", "test/tiny-sae"])
     assert res.exit_code != 0 and "MISMATCH" in res.output
-    res = runner.invoke(zoo, ["pull", "test/tiny-sae"])
+    res = runner.invoke(main, ["pull", "test/tiny-sae"])
     assert res.exit_code != 0 and "sha256 mismatch" in res.output

@@ -155,7 +155,8 @@ def default_entries(default_dir: Path | None = None, *, package_prefix: str = "d
 
 
 def _add_reference_metrics(art: Artifact, root: Path) -> None:
-    from saerl_zoo.featurize import load_model, load_sae
+    from saerl_zoo.featurize import load_model
+    from saerl_zoo.zoo.api import load_sae
     from saerl_zoo.zoo.api import reference_metrics
 
     model, tokenizer = load_model(root / "model")

@@ -1,8 +1,8 @@
 """The zoo commands: `saerl-zoo list | info | pull | publish | verify`.
 
 Each is a plain click command, registered on the main group one by one
-(`for cmd in COMMANDS: main.add_command(cmd)`); `zoo` also groups them, for a
-`saerl-zoo zoo ...` layout or for tests.
+(`for cmd in COMMANDS: main.add_command(cmd)`), whose error handling turns bad
+input into one clear line.
 """
 
 from __future__ import annotations
@@ -12,22 +12,6 @@ from pathlib import Path
 
 import click
 import yaml
-
-
-def _errors(fn):
-    """Show bad input (unknown names, tampered files, bad catalogs) as one clear line."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from saerl_zoo.zoo.registry import UnknownArtifactError
-
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, TypeError, FileNotFoundError, FileExistsError, UnknownArtifactError) as err:
-            raise click.ClickException(str(err)) from err
-
-    return wrapper
 
 
 def _table(rows: list[dict[str, str]], columns: list[str]) -> str:
@@ -41,7 +25,6 @@ def _table(rows: list[dict[str, str]], columns: list[str]) -> str:
 @click.option("--kind", type=click.Choice(["sae", "difficulty-probe", "quality-probe", "stitch"]), help="Only this kind of artifact.")
 @click.option("--model", help="Only artifacts for host models whose id contains this.")
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
-@_errors
 def list_cmd(kind, model, as_json):
     """List the zoo's artifacts (built-in, SAERL_ZOO_CATALOG files, pinned Hub catalogs)."""
     from saerl_zoo.zoo.api import list_artifacts
@@ -72,7 +55,6 @@ def list_cmd(kind, model, as_json):
 @click.command("info")
 @click.argument("name")
 @click.option("--yaml", "as_yaml", is_flag=True, help="Print the catalog entry instead of the card.")
-@_errors
 def info_cmd(name, as_yaml):
     """Show an artifact's model card (or its catalog entry)."""
     from saerl_zoo.zoo.api import get_artifact
@@ -96,7 +78,6 @@ def info_cmd(name, as_yaml):
 @click.command("pull")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Download again even if cached.")
-@_errors
 def pull_cmd(name, force):
     """Download an artifact into the Hugging Face cache and check every sha256."""
     from saerl_zoo.zoo.api import pull
@@ -117,7 +98,6 @@ def pull_cmd(name, force):
 @click.option("--commit-message", help="Commit message of the upload.")
 @click.option("--private", is_flag=True, help="Create the repo as private.")
 @click.option("--dry-run", is_flag=True, help="Write the exact folder and print the operations; upload nothing.")
-@_errors
 def publish_cmd(path, repo_id, name, entry_file, path_in_repo, out_dir, catalog, commit_message, private, dry_run):
     """Publish PATH (a catalog name or an SAE/probe folder) to the Hub with a model card."""
     from saerl_zoo.zoo.publish import publish
@@ -131,7 +111,6 @@ def publish_cmd(path, repo_id, name, entry_file, path_in_repo, out_dir, catalog,
 
 @click.command("verify")
 @click.argument("names", nargs=-1)
-@_errors
 def verify_cmd(names):
     """Re-hash the local copies (package / HF cache) of catalog artifacts against their sha256s."""
     from saerl_zoo.zoo.api import verify_cache
@@ -142,13 +121,5 @@ def verify_cmd(names):
     if any(r["status"] in ("MISMATCH", "missing file") for r in rows):
         raise click.ClickException("some cached files do not match the catalog; they will not be used (pull --force fetches clean copies)")
 
-
-@click.group("zoo")
-def zoo() -> None:
-    """The zoo: pretrained SAEs and probes by name (list, info, pull, publish, verify)."""
-
-
-for _cmd in (list_cmd, info_cmd, pull_cmd, publish_cmd, verify_cmd):
-    zoo.add_command(_cmd)
 
 COMMANDS = (list_cmd, info_cmd, pull_cmd, publish_cmd, verify_cmd)
