@@ -18,6 +18,11 @@ clusters in feature space (diversity), a difficulty probe and a quality probe.
 
 Each component can be switched off for ablations (``keep=None``,
 ``clusters=None``, ``difficulty=None``, ``mixing=0``, ``rotate=False``).
+
+Online feedback (beyond the paper, off by default): with ``feedback=``
+:class:`~saerl_zoo.feedback.OnlineFeedback`, :meth:`SaeRLSampler.update` takes
+the rewards of served prompts and re-orders what is not served yet by
+corrected difficulty estimates; see :mod:`saerl_zoo.feedback`.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ import hashlib
 import itertools
 import math
 from collections.abc import Iterator
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch.utils.data import Sampler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from saerl_zoo.feedback import OnlineFeedback
 
 __all__ = ["SaeRLSampler", "quality_mask"]
 
@@ -177,6 +185,10 @@ class SaeRLSampler(Sampler[int]):
     consumer, so a ``DataLoader`` that prefetches has drawn a few batches
     beyond the last step trained. ``__len__`` is the full epoch length even
     mid-epoch.
+
+    ``feedback`` (an :class:`~saerl_zoo.feedback.OnlineFeedback`, default
+    ``None``) turns on online difficulty correction through :meth:`update`;
+    its state joins :meth:`state_dict`.
     """
 
     def __init__(
@@ -193,6 +205,7 @@ class SaeRLSampler(Sampler[int]):
         num_replicas: int = 1,
         rank: int = 0,
         drop_last: bool = False,
+        feedback: OnlineFeedback | None = None,
     ) -> None:
         self.n = _check_int(n, "n", 1)
         self.batch_size = _check_int(batch_size, "batch_size", 1)
@@ -242,6 +255,10 @@ class SaeRLSampler(Sampler[int]):
                 f"{self.global_batch_size}: with drop_last=True the epoch would be empty"
             )
         self._fingerprint = self._make_fingerprint(keep_mask)
+        self.feedback = feedback
+        if feedback is not None:
+            feedback.bind(self)
+            self._fingerprint["feedback"] = feedback.config()
 
     @property
     def global_batch_size(self) -> int:
@@ -284,18 +301,25 @@ class SaeRLSampler(Sampler[int]):
             self._cursor = 0
         self.epoch = epoch
 
-    def global_batches(self) -> list[list[int]]:
-        """The epoch's global batches after ``drop_last``, before padding and sharding."""
-        batches = _epoch_batches(
+    def _plan(self, difficulty: np.ndarray | None) -> list[np.ndarray]:
+        """This epoch's global batches for the given difficulties (before ``drop_last``)."""
+        return _epoch_batches(
             self._kept,
             self._clusters,
-            self._difficulty,
+            difficulty,
             self.global_batch_size,
             self.mixing,
             self.rotate,
             self.seed,
             self.epoch,
         )
+
+    def global_batches(self) -> list[list[int]]:
+        """The epoch's global batches after ``drop_last``, before padding and sharding."""
+        if self.feedback is None:
+            batches = self._plan(self._difficulty)
+        else:
+            batches = self.feedback.epoch_batches(self)
         if self.drop_last and len(batches[-1]) < self.global_batch_size:
             batches = batches[:-1]
         return [batch.tolist() for batch in batches]
@@ -324,20 +348,37 @@ class SaeRLSampler(Sampler[int]):
             return kept
         return math.ceil(kept / size) * self.batch_size
 
+    def _feedback_version(self) -> int | None:
+        return None if self.feedback is None else self.feedback.version
+
     def __iter__(self) -> Iterator[int]:
-        order = self.order()
+        order, version = self.order(), self._feedback_version()
         for position in range(self._cursor, len(order)):
+            if self._feedback_version() != version:  # feedback re-ordered the rest of the epoch
+                order, version = self.order(), self._feedback_version()
             self._cursor = position + 1
             yield order[position]
         self._cursor = 0
 
+    def update(self, indices: ArrayLike, rewards: ArrayLike) -> None:
+        """Online feedback: the rewards of rollouts of ``indices``, one entry per rollout.
+
+        Re-orders the prompts not yet handed out (see :mod:`saerl_zoo.feedback`).
+        A no-op without ``feedback``, so the offline order is unchanged.
+        """
+        if self.feedback is not None:
+            self.feedback.update(self, indices, rewards)
+
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "epoch": self.epoch,
             "cursor": self._cursor,
             "seed": self.seed,
             "fingerprint": dict(self._fingerprint),
         }
+        if self.feedback is not None:
+            state["feedback"] = self.feedback.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`; refuse a state built from other inputs."""
@@ -361,4 +402,8 @@ class SaeRLSampler(Sampler[int]):
         cursor = _check_int(state["cursor"], "cursor", 0)
         if cursor > len(self):
             raise ValueError(f"cursor {cursor} is past the epoch length {len(self)}")
+        if self.feedback is not None:
+            if "feedback" not in state:
+                raise ValueError("state_dict has no feedback state")
+            self.feedback.load_state_dict(state["feedback"])
         self.epoch, self.seed, self._cursor = epoch, seed, cursor
