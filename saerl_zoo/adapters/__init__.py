@@ -5,6 +5,9 @@ submodule is imported, so ``import saerl_zoo.adapters`` stays free of any
 trainer framework. Import the one you need explicitly::
 
     from saerl_zoo.adapters.trl import SaeRLGRPOTrainer, make_trl_trainer
+    from saerl_zoo.adapters.verl import SaeRLVerlSampler      # veRL: data.sampler / train_sampler
+    python -m saerl_zoo.adapters.openrlhf --saerl-curriculum DIR ...  # OpenRLHF launcher
+    python -m saerl_zoo.adapters.verl +data.sampler.saerl_curriculum=DIR ...  # veRL >= 0.8 launcher
 
 The names below are also reachable as attributes of this package; they are
 resolved lazily, on first access, and only then import the framework.
@@ -20,6 +23,8 @@ _EXPORTS = {
     "SaeRLRepeatSampler": "saerl_zoo.adapters.trl",
     "make_trl_trainer": "saerl_zoo.adapters.trl",
     "repeat_layout": "saerl_zoo.adapters.trl",
+    "install_prompt_sampler": "saerl_zoo.adapters.openrlhf",
+    "SaeRLVerlSampler": "saerl_zoo.adapters.verl",
 }
 __all__ = sorted(_EXPORTS)
 
