@@ -156,7 +156,11 @@ def openrlhf_env(tmp_path_factory):
     data.write_text("".join(f'{{"prompt": "question {i}", "label": "{i}"}}\n' for i in range(N_PROMPTS)))
     curriculum_dir = base / "curriculum"
     make_curriculum().save(curriculum_dir)
-    return {"standins": standins, "tokenizer": str(tokenizer_dir), "data": str(data), "curriculum": str(curriculum_dir)}
+    yield {"standins": standins, "tokenizer": str(tokenizer_dir), "data": str(data), "curriculum": str(curriculum_dir)}
+    # OpenRLHF keeps its references; later imports of flash_attn / vllm must not find the stand-ins
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", "") or "").startswith(str(standins)):
+            del sys.modules[name]
 
 
 def cli_flags(env, *extra):
