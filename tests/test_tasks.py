@@ -1,6 +1,8 @@
 """Tests for saerl_zoo.tasks: the verifiable task pool with known structure."""
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -130,3 +132,25 @@ def test_train_set_is_clean_and_differs_from_pool(pool):
     assert all(t["quality"] == 1 for t in truth)
     assert Counter(t["level"] for t in truth) == {1: 140, 2: 140, 3: 140}
     assert [i["prompt"] for i in items] != [i["prompt"] for i in pool[0]][:420]
+
+
+DEFAULT = Path(tasks.__file__).parent / "default"
+
+
+def _jsonl(name):
+    return [json.loads(line) for line in (DEFAULT / name).read_text().splitlines()]
+
+
+@pytest.mark.skipif(not (DEFAULT / "build_info.json").exists(), reason="embedded default not built")
+def test_shipped_default_is_this_pool():
+    """The shipped prompts are exactly build_pool(...) of the recorded build:
+    if tasks.py changes, scripts/build_default.py must be rerun."""
+    args = json.loads((DEFAULT / "build_info.json").read_text())["args"]
+    items, truth = build_pool(args["n_pool"], seed=args["seed"], bad_fraction=args["bad_fraction"])
+    assert _jsonl("prompts.jsonl") == items
+    assert _jsonl("ground_truth.jsonl") == truth
+    ids = {i["id"] for i in items}
+    for name, key in (("pass_rates.jsonl", "pass_rate"), ("quality_labels.jsonl", "label")):
+        rows = _jsonl(name)
+        assert 0 < len(rows) <= 0.1 * len(items) and {r["id"] for r in rows} <= ids
+        assert all(0.0 <= r[key] <= 1.0 for r in rows)

@@ -1,0 +1,576 @@
+#!/usr/bin/env python
+"""Regenerate the embedded default in ``saerl_zoo/default/``.
+
+The default is a complete, tiny, offline SaeRL setup: a prompt pool with
+known structure, a policy LM trained from scratch to be *partly* competent on
+it, an SAE on that LM's residual stream, pass-rate and quality labels for
+small subsets, and the difficulty / quality probes fitted on them.  Everything
+is produced here, deterministically from ``--seed``, on CPU:
+
+    a. pool        prompts.jsonl (id, prompt, answer) + ground_truth.jsonl
+    b. tokenizer   byte-level BPE (digits kept single), BOS added on encode
+    c. policy LM   tiny Llama trained on clean "prompt answer" texts
+    d. labels      pass_rates.jsonl (k rollouts) + quality_labels.jsonl
+    e. SAE         sae-lens TopK SAE on block L's output, + sae_metrics.json
+    f. probes      difficulty_probe/ + quality_probe/, + build_info.json
+
+Run:  python scripts/build_default.py --seed 0
+(needs the ``build`` extra: reasoning-gym, tokenizers, datasets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from saerl_zoo.tasks import FAMILIES, LEVELS, build_eval_set, build_pool, build_train_set, score  # noqa: E402
+
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2
+T0 = time.time()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.time() - T0:7.1f}s] {msg}", flush=True)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------- file helpers
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_json(path: Path, obj: Any, sort_keys: bool = False) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
+
+
+def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Swap a finished folder into place (the old one is removed only after)."""
+    if final_dir.exists():
+        old = final_dir.with_name(f".{final_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final_dir, old)
+        os.replace(tmp_dir, final_dir)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp_dir, final_dir)
+
+
+def staging_dir(final_dir: Path) -> Path:
+    tmp = final_dir.with_name(f".{final_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+# ---------------------------------------------------------------- b. tokenizer
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE with every digit its own token (so numbers are spelled
+    digit by digit, which a tiny LM can learn arithmetic on), wrapped as a
+    transformers fast tokenizer that prepends BOS like real LMs do."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    bos = tok.token_to_id("<bos>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A $B:1", special_tokens=[("<bos>", bos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        padding_side="right", model_max_length=128,
+    )
+
+
+# ---------------------------------------------------------------- c. policy LM
+
+
+def make_model(tokenizer, args):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(args.seed)
+    return LlamaForCausalLM(config)
+
+
+def encode_examples(tokenizer, texts: list[str]) -> list[list[int]]:
+    """BOS + text + EOS token ids (the tokenizer adds BOS itself)."""
+    return [ids + [tokenizer.eos_token_id] for ids in tokenizer(texts)["input_ids"]]
+
+
+def collate(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad a batch; padded positions get label -100 (no loss)."""
+    width = max(len(r) for r in rows)
+    x = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        x[i, : len(r)] = torch.tensor(r)
+    labels = x.masked_fill(x == pad_id, -100)
+    return x, labels
+
+
+def lr_at(step: int, args) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    warmup = max(1, args.lm_steps // 20)
+    if step < warmup:
+        return args.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, args.lm_steps - warmup)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_lm(model, examples: list[list[int]], pad_id: int, args) -> None:
+    """Plain next-token training on "prompt answer" texts (nanoGPT style)."""
+    gen = torch.Generator().manual_seed(args.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    model.train()
+    running = None
+    for step in range(args.lm_steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args)
+        idx = torch.randint(len(examples), (args.batch_size,), generator=gen).tolist()
+        x, labels = collate([examples[i] for i in idx], pad_id)
+        loss = model(input_ids=x, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 250 == 0 or step == args.lm_steps - 1:
+            log(f"  lm step {step:5d}/{args.lm_steps}  loss {running:.3f}  lr {lr_at(step, args):.2e}")
+    model.eval()
+
+
+@torch.no_grad()
+def complete(model, tokenizer, prompts: list[str], *, k: int = 1, temperature: float = 0.0,
+             max_new_tokens: int = 10, batch_size: int = 256, seed: int = 0) -> list[list[str]]:
+    """``k`` completions per prompt: greedy if temperature == 0, else plain
+    temperature sampling over the full vocabulary."""
+    torch.manual_seed(seed)
+    flat = [p for p in prompts for _ in range(k)]
+    out: list[str] = []
+    for start in range(0, len(flat), batch_size):
+        batch = flat[start : start + batch_size]
+        enc = tokenizer(batch, return_tensors="pt", padding=True, padding_side="left")
+        sampling = temperature > 0
+        gen = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=sampling,
+            temperature=temperature if sampling else None, top_k=0 if sampling else None, top_p=None,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+        out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [out[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+
+def accuracy_table(model, tokenizer, items: list[dict], truth: list[dict], **kw) -> dict[str, dict[str, float]]:
+    """Mean score per family x level (and per level over all families)."""
+    completions = complete(model, tokenizer, [i["prompt"] for i in items], **kw)
+    cells: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for item, t, comps in zip(items, truth, completions):
+        s = float(np.mean([score(c, item["answer"]) for c in comps]))
+        cells[(t["family"], t["level"])].append(s)
+        cells[("ALL", t["level"])].append(s)
+    return {f: {str(lvl): round(float(np.mean(cells[(f, lvl)])), 3) for lvl in LEVELS}
+            for f in [*FAMILIES, "ALL"]}
+
+
+def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
+    log(title)
+    print(f"    {'family':<26}" + "".join(f"L{lvl:<7}" for lvl in LEVELS))
+    for family, row in table.items():
+        print(f"    {family:<26}" + "".join(f"{row[str(lvl)]:<8.2f}" for lvl in LEVELS))
+
+
+# ---------------------------------------------------------------- d. labels
+
+
+def pass_rates(model, tokenizer, items: list[dict], args) -> list[dict]:
+    """Pass rate of the policy on each item: mean score of k sampled rollouts."""
+    completions = complete(model, tokenizer, [i["prompt"] for i in items], k=args.k,
+                           temperature=1.0, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    return [{"id": item["id"], "pass_rate": float(np.mean([score(c, item["answer"]) for c in comps]))}
+            for item, comps in zip(items, completions)]
+
+
+# ---------------------------------------------------------------- e. SAE
+
+
+def sae_sequences(tokenizer, texts: list[str], context: int) -> list[list[int]]:
+    """One text per row: BOS + tokens (+EOS when given) right-padded with PAD to
+    ``context`` (pads and BOS are excluded from SAE training, so every
+    activation the SAE sees is a real token at its real position)."""
+    rows = []
+    for ids in tokenizer(texts)["input_ids"]:
+        ids = ids[:context]
+        rows.append(ids + [tokenizer.pad_token_id] * (context - len(ids)))
+    return rows
+
+
+def train_sae(model_dir: Path, rows: list[list[int]], tokenizer, args):
+    """Train the SAE with sae-lens's own runner on the LM loaded offline from
+    ``model_dir`` and a pretokenized in-memory dataset (no Hub, no wandb)."""
+    import datasets
+    from sae_lens import (BatchTopKTrainingSAEConfig, LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner,
+                          LoggingConfig, TopKTrainingSAEConfig)
+    from sae_lens.load_model import load_model
+
+    hook_name = f"model.layers.{args.sae_layer}"  # HF module name = output of decoder block L
+    sae_config = {"topk": TopKTrainingSAEConfig, "batchtopk": BatchTopKTrainingSAEConfig}[args.sae_arch](
+        d_in=args.hidden, d_sae=args.d_sae, k=args.topk, aux_loss_coefficient=args.sae_aux,
+        rescale_acts_by_decoder_norm=True, dtype="float32", device="cpu",
+    )
+    steps = args.sae_tokens // args.sae_batch
+    cfg = LanguageModelSAERunnerConfig(
+        sae=sae_config,
+        model_name=str(model_dir), model_class_name="AutoModelForCausalLM", hook_name=hook_name,
+        dataset_path="saerl_zoo/default (pool prompts + LM training texts)", is_dataset_tokenized=True,
+        streaming=False, context_size=args.sae_context, prepend_bos=True,
+        exclude_special_tokens=[tokenizer.pad_token_id, tokenizer.bos_token_id],
+        training_tokens=args.sae_tokens, train_batch_size_tokens=args.sae_batch,
+        store_batch_size_prompts=64, n_batches_in_buffer=128,
+        lr=args.sae_lr, lr_warm_up_steps=50, lr_scheduler_name="cosineannealing", lr_decay_steps=steps // 2,
+        dead_feature_window=args.sae_dead_window, feature_sampling_window=1000,
+        device="cpu", seed=args.seed, logger=LoggingConfig(log_to_wandb=False),
+        checkpoint_path=None, output_path=None, verbose=False,
+    )
+    lm = load_model("AutoModelForCausalLM", str(model_dir), device="cpu", hook_names=[hook_name])
+    dataset = datasets.Dataset.from_dict({"input_ids": rows})
+    torch.manual_seed(args.seed)
+    return LanguageModelSAETrainingRunner(cfg, override_model=lm, override_dataset=dataset).run()
+
+
+@torch.no_grad()
+def block_outputs(model, layer: int, rows: list[list[int]], pad_id: int, bos_id: int) -> torch.Tensor:
+    """Output of block ``layer`` (read the way the library's featurizer reads
+    it) for every real token: pads and BOS dropped."""
+    from saerl_zoo.featurize import residual_stream
+
+    acts = []
+    for start in range(0, len(rows), 256):
+        x = torch.tensor(rows[start : start + 256])
+        hidden = residual_stream(model, layer, x, (x != pad_id).long())
+        acts.append(hidden[(x != pad_id) & (x != bos_id)])
+    return torch.cat(acts)
+
+
+@torch.no_grad()
+def sae_metrics(sae, acts: torch.Tensor) -> dict[str, float]:
+    """L0, explained variance, MSE and dead-feature fraction on held-out activations."""
+    feats = sae.encode(acts)
+    recon = sae.decode(feats)
+    resid = ((acts - recon) ** 2).sum(-1)
+    total = ((acts - acts.mean(0)) ** 2).sum(-1)
+    fired = (feats > 0).any(0)
+    return {
+        "n_tokens": int(acts.shape[0]),
+        "l0": round(float((feats > 0).float().sum(-1).mean()), 3),
+        "explained_variance": round(float(1 - resid.sum() / total.sum()), 4),
+        "mse": round(float(resid.mean() / acts.shape[1]), 6),
+        "dead_fraction": round(float(1 - fired.float().mean()), 4),  # never fires on these held-out tokens
+        "d_sae": int(feats.shape[1]),
+        "heldout": "unseen clean problems with answers + prompts of a fresh pool (seed + 1), BOS/pad excluded",
+    }
+
+
+# ---------------------------------------------------------------- f. probes
+
+
+def fit_probes(out: Path, model, tokenizer, sae, items, rates, qlabels, args):
+    """Featurize the pool with the library's own featurizer, fit both probes on
+    their labelled subsets (targets: 1 - pass rate; quality label), save them."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from saerl_zoo.difficulty import DifficultyProbe
+    from saerl_zoo.featurize import featurize
+    from saerl_zoo.quality import QualityProbe
+
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # ElasticNetCV's small-alpha end of the path
+    sae_info = {"path": "sae", "hook_name": f"model.layers.{args.sae_layer}", "d_sae": args.d_sae, "pooling": "mean"}
+    feats = featurize([i["prompt"] for i in items], model, tokenizer, sae, progress=False)
+    row = {i["id"]: n for n, i in enumerate(items)}
+    d_rows = [row[r["id"]] for r in rates]
+    difficulty = DifficultyProbe.fit(feats[d_rows], [1.0 - r["pass_rate"] for r in rates], seed=args.seed, sae=sae_info)
+    q_rows = [row[r["id"]] for r in qlabels]
+    quality = QualityProbe.fit(feats[q_rows], [r["label"] for r in qlabels], kind="logistic", seed=args.seed, sae=sae_info)
+    for name, probe in (("difficulty_probe", difficulty), ("quality_probe", quality)):
+        tmp = staging_dir(out / name)
+        probe.save(tmp)
+        replace_dir(tmp, out / name)
+    return difficulty, quality, feats
+
+
+def finite(x: float) -> float | None:
+    """Rounded float, or None for NaN (strict JSON has no NaN; toy builds can
+    produce constant predictions)."""
+    return round(float(x), 4) if np.isfinite(x) else None
+
+
+def evaluate_against_truth(pred_difficulty: np.ndarray, pred_quality: np.ndarray, truth: list[dict]) -> dict[str, Any]:
+    """Evaluation only: how well the probes recover the pool's hidden structure."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    clean = [n for n, t in enumerate(truth) if t["quality"] == 1]
+    by_defect = {}
+    for defect in sorted({t["defect"] for t in truth if t["defect"]}):
+        rows = [n for n, t in enumerate(truth) if t["defect"] in (None, defect)]
+        by_defect[defect] = finite(roc_auc_score([truth[n]["quality"] for n in rows], pred_quality[rows]))
+    return {
+        "difficulty_spearman_vs_level_clean": finite(spearmanr(pred_difficulty[clean], [truth[n]["level"] for n in clean]).statistic),
+        "mean_predicted_difficulty_by_level": {
+            str(lvl): finite(np.mean([pred_difficulty[n] for n in clean if truth[n]["level"] == lvl])) for lvl in LEVELS},
+        "quality_auroc_vs_truth": finite(roc_auc_score([t["quality"] for t in truth], pred_quality)),
+        "quality_auroc_clean_vs_each_defect": by_defect,
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "saerl_zoo" / "default")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are exact only for the same count)")
+    p.add_argument("--n-pool", type=int, default=2000)
+    p.add_argument("--bad-fraction", type=float, default=0.15)
+    p.add_argument("--label-fraction", type=float, default=0.10, help="share of the pool with pass rates / quality labels")
+    p.add_argument("--n-train", type=int, default=42000, help="clean LM training problems")
+    p.add_argument("--n-eval", type=int, default=420, help="held-out problems for the accuracy table")
+    p.add_argument("--vocab-size", type=int, default=384)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--intermediate", type=int, default=384)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--lm-steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--k", type=int, default=8, help="rollouts per prompt for pass rates")
+    p.add_argument("--max-new-tokens", type=int, default=10)
+    p.add_argument("--sae-layer", type=int, default=2)
+    p.add_argument("--d-sae", type=int, default=1024)
+    p.add_argument("--topk", type=int, default=32)
+    p.add_argument("--sae-context", type=int, default=48)
+    p.add_argument("--sae-tokens", type=int, default=800_000)
+    p.add_argument("--sae-batch", type=int, default=1024)
+    p.add_argument("--sae-lr", type=float, default=2e-3)
+    p.add_argument("--sae-arch", choices=["topk", "batchtopk"], default="topk")
+    p.add_argument("--sae-aux", type=float, default=1.0, help="TopK auxiliary (dead-feature) loss coefficient")
+    p.add_argument("--sae-dead-window", type=int, default=50, help="steps without firing before the aux loss revives a feature")
+    p.add_argument("--reuse-lm", action="store_true", help="load <out>/model instead of retraining tokenizer + LM")
+    p.add_argument("--stop-after", choices=["pool", "lm", "labels", "sae", "probes"], default="probes")
+    return p.parse_args(argv)
+
+
+def save_policy(model, tokenizer, final_dir: Path) -> None:
+    """safetensors weights + tokenizer, swapped into place in one step.  The
+    tokenizer class is recorded as PreTrainedTokenizerFast (not transformers
+    5's TokenizersBackend alias) so older transformers load it too."""
+    tmp = staging_dir(final_dir)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    config = json.loads((tmp / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    write_json(tmp / "tokenizer_config.json", config)
+    replace_dir(tmp, final_dir)
+
+
+def stage_policy(out: Path, train_texts: list[str], items: list[dict], args):
+    """b + c: tokenizer and policy LM (or reuse the saved ones with --reuse-lm)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if args.reuse_lm and (out / "model" / "model.safetensors").exists():
+        log(f"b+c. reusing tokenizer + policy LM from {out / 'model'}")
+    else:
+        log(f"b. tokenizer (byte-level BPE, vocab {args.vocab_size})")
+        tokenizer = train_tokenizer(train_texts + [i["prompt"] for i in items], args.vocab_size)
+        model = make_model(tokenizer, args)
+        log(f"c. policy LM: Llama {args.layers}x{args.hidden}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+            f"params, {args.lm_steps} steps x {args.batch_size} on {len(train_texts)} clean problems")
+        train_lm(model, encode_examples(tokenizer, train_texts), tokenizer.pad_token_id, args)
+        save_policy(model, tokenizer, out / "model")
+    # always continue from the saved files, so later stages see exactly what ships
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    return model, tokenizer
+
+
+def stage_labels(out: Path, model, tokenizer, items: list[dict], truth: list[dict], args):
+    """d: pass rates (k rollouts) and quality labels for two random ~10% subsets."""
+    rng = random.Random(args.seed)
+    n_label = int(args.label_fraction * len(items))
+    d_rows = sorted(rng.sample(range(len(items)), n_label))
+    q_rows = sorted(rng.sample(range(len(items)), n_label))
+    log(f"d. pass rates: {n_label} prompts x {args.k} rollouts; quality labels: {n_label} prompts")
+    rates = pass_rates(model, tokenizer, [items[n] for n in d_rows], args)
+    qlabels = [{"id": items[n]["id"], "label": truth[n]["quality"]} for n in q_rows]
+    write_jsonl(out / "pass_rates.jsonl", rates)
+    write_jsonl(out / "quality_labels.jsonl", qlabels)
+    summary = {"pass_rate_subset": n_label, "quality_subset": n_label,
+               "mean_pass_rate": round(float(np.mean([r["pass_rate"] for r in rates])), 4),
+               "quality_bad_labels": sum(1 - q["label"] for q in qlabels)}
+    return rates, qlabels, summary
+
+
+def stage_sae(out: Path, model, tokenizer, train_texts: list[str], items: list[dict], args):
+    """e: train the SAE, save it in sae-lens's format, reload it, measure it."""
+    from sae_lens import SAE
+
+    log(f"e. SAE: TopK k={args.topk}, d_sae={args.d_sae} on model.layers.{args.sae_layer}, {args.sae_tokens} tokens")
+    rows = sae_sequences(tokenizer, train_texts[: len(train_texts) // 2] + [i["prompt"] for i in items], args.sae_context)
+    random.Random(args.seed).shuffle(rows)
+    sae = train_sae(out / "model", rows, tokenizer, args)
+    sae.cfg.metadata.model_name = "saerl_zoo/default/model"  # not this machine's absolute path
+    tmp = staging_dir(out / "sae")
+    sae.save_inference_model(str(tmp))
+    # sae-lens writes cfg.json keys in no fixed order; sort them so rebuilds are byte-identical
+    write_json(tmp / "cfg.json", json.loads((tmp / "cfg.json").read_text()), sort_keys=True)
+    replace_dir(tmp, out / "sae")
+    sae = SAE.load_from_disk(str(out / "sae"), device="cpu")
+
+    # held-out text from the same mix: solved clean problems + a fresh pool (with its broken prompts)
+    eval_items, _ = build_eval_set(args.n_eval, seed=args.seed + 1)
+    fresh_pool, _ = build_pool(args.n_eval, seed=args.seed + 1, bad_fraction=args.bad_fraction)
+    heldout = sae_sequences(tokenizer, [f"{i['prompt']} {i['answer']}" for i in eval_items]
+                            + [i["prompt"] for i in fresh_pool], args.sae_context)
+    metrics = sae_metrics(sae, block_outputs(model, args.sae_layer, heldout, tokenizer.pad_token_id, tokenizer.bos_token_id))
+    metrics["hook_name"] = f"model.layers.{args.sae_layer}"
+    metrics["architecture"] = f"topk (k={args.topk})"
+    write_json(out / "sae_metrics.json", metrics)
+    log(f"   SAE held-out: {metrics}")
+    return sae, metrics
+
+
+def versions() -> dict[str, str]:
+    import datasets
+    import reasoning_gym
+    import sae_lens
+    import sklearn
+    import tokenizers
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "sae_lens": sae_lens.__version__,
+            "tokenizers": tokenizers.__version__, "datasets": datasets.__version__,
+            "reasoning_gym": getattr(reasoning_gym, "__version__", "unknown"),
+            "scikit_learn": sklearn.__version__, "numpy": np.__version__}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    argv = sys.argv[1:] if argv is None else argv
+    info: dict[str, Any] = {"command": " ".join(["python scripts/build_default.py", *argv]), "seed": args.seed}
+
+    # a. pool + ground truth; clean LM-training and eval problems come from other seed streams
+    log(f"a. pool of {args.n_pool} prompts ({args.bad_fraction:.0%} low quality)")
+    items, truth = build_pool(args.n_pool, seed=args.seed, bad_fraction=args.bad_fraction)
+    write_jsonl(out / "prompts.jsonl", items)
+    write_jsonl(out / "ground_truth.jsonl", truth)
+    train_items, _ = build_train_set(args.n_train, seed=args.seed)
+    train_texts = [f"{i['prompt']} {i['answer']}" for i in train_items]
+    if args.stop_after == "pool":
+        return
+
+    # b + c. tokenizer and policy; its accuracy per family x level on held-out problems
+    model, tokenizer = stage_policy(out, train_texts, items, args)
+    eval_items, eval_truth = build_eval_set(args.n_eval, seed=args.seed)
+    greedy = accuracy_table(model, tokenizer, eval_items, eval_truth, max_new_tokens=args.max_new_tokens)
+    sampled = accuracy_table(model, tokenizer, eval_items, eval_truth, k=args.k, temperature=1.0,
+                             max_new_tokens=args.max_new_tokens, seed=args.seed)
+    print_table(f"   greedy accuracy on {len(eval_items)} held-out problems", greedy)
+    print_table(f"   sampled accuracy (T=1, {args.k} samples)", sampled)
+    info["lm"] = {"params": sum(p.numel() for p in model.parameters()), "eval_problems": len(eval_items),
+                  "greedy_accuracy": greedy, "sampled_accuracy": sampled}
+    if args.stop_after == "lm":
+        return
+
+    # d. labels
+    rates, qlabels, info["labels"] = stage_labels(out, model, tokenizer, items, truth, args)
+    if args.stop_after == "labels":
+        return
+
+    # e. SAE
+    sae, info["sae"] = stage_sae(out, model, tokenizer, train_texts, items, args)
+    if args.stop_after == "sae":
+        return
+
+    # f. probes (+ evaluation against the ground truth)
+    log("f. featurize the pool, fit difficulty + quality probes")
+    difficulty, quality, feats = fit_probes(out, model, tokenizer, sae, items, rates, qlabels, args)
+    info["probes"] = {"difficulty_probe_heldout": difficulty.metrics, "quality_probe_heldout": quality.metrics,
+                      "nonzero_features_per_prompt": round(float(np.diff(feats.indptr).mean()), 2),
+                      "pool_eval": evaluate_against_truth(difficulty.predict(feats), quality.predict(feats), truth)}
+    log("   " + json.dumps(info["probes"]))
+
+    info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    info["build_seconds"] = round(time.time() - T0, 1)
+    info["threads"] = args.threads
+    info["versions"] = versions()
+    info["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}
+    write_json(out / "build_info.json", info)
+    log(f"done in {info['build_seconds']}s -> {out}")
+
+
+if __name__ == "__main__":
+    main()
