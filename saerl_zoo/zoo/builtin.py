@@ -66,10 +66,7 @@ def default_entries(default_dir: Path | None = None, *, package_prefix: str = "d
     }
     if sae_cfg.get("normalize_activations", "none") != "none":
         raise ValueError(f"the embedded SAE normalises activations ({sae_cfg['normalize_activations']}); record its scale in the catalog")
-    eval_set = (
-        f"{sae_metrics.get('n_tokens', '?')} tokens of {args.get('n_eval', 420)} held-out tiny-math problems "
-        "(prompt + answer texts and prompts alone), BOS and padding excluded"
-    )
+    eval_set = f"{sae_metrics.get('n_tokens', '?')} held-out tokens: {sae_metrics.get('heldout', 'held-out tiny-math text')}"
     sae_entry: dict[str, Any] = {
         "name": SAE_NAME,
         "kind": "sae",
