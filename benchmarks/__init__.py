@@ -1,0 +1,1 @@
+"""Benchmarks of saerl-zoo: ``python -m benchmarks.run [--quick] [--only NAME]`` (see benchmarks/README.md)."""
