@@ -275,6 +275,10 @@ def run(quick: bool = False, log=print) -> dict[str, Any]:
         label = {"fast": "sparse_kmeans", "mbkm": "MiniBatchKMeans", "probe": "probe scoring", "sampler": "sampler"}[stage]
         figures.append(figure("scale/growth", f"log-log slope of {label} time from {sizes[0]:,} to {sizes[-1]:,} prompts", slope,
                               "", target="≈ 1 (linear)", met=None if quick else bool(slope < 1.2)))
+    from benchmarks.common import format_figure
+
+    for f in figures:
+        log("  " + format_figure(f))
     png = None
     try:
         png = _plot(table, sizes, work / "scale.png", k)
@@ -310,7 +314,8 @@ def _figures(
                note=f"{mem} {_peak(row['cluster']):.0f} MiB"),
     ]
     if "mbkm" in row:
-        figs.append(figure(sec, "sparse_kmeans (the clustering above)", row["fast"]["seconds"], "s",
+        same = " (the clustering above)" if row["cluster"]["algorithm"] == "sparse_kmeans" else ""
+        figs.append(figure(sec, f"sparse_kmeans{same}", row["fast"]["seconds"], "s",
                            reference="sklearn MiniBatchKMeans (defaults), s", reference_value=row["mbkm"]["seconds"],
                            ratio=row["mbkm"]["seconds"] / row["fast"]["seconds"], note="ratio = speed-up over MiniBatchKMeans"))
         figs.append(figure(sec, "clustering agreement, ARI(ours, MiniBatchKMeans)", row["ari"]["fast_vs_mbkm"], "",
