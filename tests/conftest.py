@@ -56,6 +56,25 @@ def make_tiny_sae(d_in: int, d_sae: int = 64, hook_name: str = "model.layers.1",
     return sae
 
 
+def synthetic_curriculum(n: int, dropped: tuple[int, ...], *, data_seed: int = 0, seed: int = 3, mixing: float = 0.0):
+    """A curriculum over n synthetic prompts: 3 random clusters, random difficulty, `dropped` filtered out."""
+    import numpy as np
+
+    from saerl_zoo.curriculum import Curriculum
+
+    rng = np.random.default_rng(data_seed)
+    keep = np.ones(n, dtype=bool)
+    keep[list(dropped)] = False
+    return Curriculum(
+        keep=keep,
+        difficulty=rng.normal(size=n),
+        quality=None,
+        clusters=rng.integers(0, 3, size=n),
+        sampler_kwargs={"batch_size": 8, "mixing": mixing, "rotate": True, "seed": seed, "drop_last": False},
+        provenance={"test": True},
+    )
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return make_char_tokenizer()

@@ -29,6 +29,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import synthetic_curriculum
+
 from saerl_zoo.curriculum import Curriculum
 from saerl_zoo.feedback import TrainerSampler
 
@@ -39,17 +41,7 @@ ROLLOUT_BATCH = 4
 
 
 def make_curriculum(n: int = N_PROMPTS) -> Curriculum:
-    rng = np.random.default_rng(0)
-    keep = np.ones(n, dtype=bool)
-    keep[list(DROPPED)] = False
-    return Curriculum(
-        keep=keep,
-        difficulty=rng.normal(size=n),
-        quality=None,
-        clusters=rng.integers(0, 3, size=n),
-        sampler_kwargs={"batch_size": 8, "mixing": 0.0, "rotate": True, "seed": 3, "drop_last": False},
-        provenance={"test": True},
-    )
+    return synthetic_curriculum(n, DROPPED, data_seed=0, seed=3)
 
 
 def saerl_order(curriculum: Curriculum, epoch: int, **overrides) -> list[int]:

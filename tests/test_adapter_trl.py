@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("trl")
 
 from accelerate.data_loader import prepare_data_loader  # noqa: E402
-from conftest import make_char_tokenizer, make_tiny_llama  # noqa: E402
+from conftest import synthetic_curriculum, make_char_tokenizer, make_tiny_llama  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from trl.trainer.grpo_trainer import RepeatSampler  # noqa: E402
 
@@ -33,17 +33,7 @@ DROPPED = (4, 9)  # filtered out by the quality mask
 
 
 def make_curriculum(n: int = N_PROMPTS, seed: int = 3, mixing: float = 0.25) -> Curriculum:
-    rng = np.random.default_rng(0)
-    keep = np.ones(n, dtype=bool)
-    keep[list(DROPPED)] = False
-    return Curriculum(
-        keep=keep,
-        difficulty=rng.normal(size=n),
-        quality=None,
-        clusters=rng.integers(0, 3, size=n),
-        sampler_kwargs={"batch_size": 8, "mixing": mixing, "rotate": True, "seed": seed, "drop_last": False},
-        provenance={"test": True},
-    )
+    return synthetic_curriculum(n, DROPPED, data_seed=0, seed=seed, mixing=mixing)
 
 
 def saerl_order(curriculum: Curriculum, chunk: int, epoch: int = 0) -> list[int]:

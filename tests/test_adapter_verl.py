@@ -27,6 +27,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from saerl_zoo.adapters import verl as adapter
+from conftest import synthetic_curriculum
+
 from saerl_zoo.curriculum import Curriculum
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,17 +39,7 @@ REPEAT = 3  # rollout.n
 
 
 def make_curriculum(n: int = N_PROMPTS) -> Curriculum:
-    rng = np.random.default_rng(1)
-    keep = np.ones(n, dtype=bool)
-    keep[list(DROPPED)] = False
-    return Curriculum(
-        keep=keep,
-        difficulty=rng.normal(size=n),
-        quality=None,
-        clusters=rng.integers(0, 3, size=n),
-        sampler_kwargs={"batch_size": 8, "mixing": 0.0, "rotate": True, "seed": 5, "drop_last": False},
-        provenance={"test": True},
-    )
+    return synthetic_curriculum(n, DROPPED, data_seed=1, seed=5)
 
 
 def saerl_order(epoch: int, **overrides) -> list[int]:
