@@ -31,7 +31,6 @@ used only for barriers, so NCCL is not needed.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -43,17 +42,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from saerl_zoo.featurize import (
-    POOLINGS,
-    Pooling,
-    _check_prompts,
-    _featurize_shard,
-    _fingerprint,
-    _hidden_size,
-    _model_device,
-    _open_cache,
-    resolve_layer,
-)
+from saerl_zoo.featurize import POOLINGS, FeaturizeJob, Pooling, shard_path
 from saerl_zoo.storage import load_csr, read_json, save_csr
 
 __all__ = ["featurize_distributed", "merge_cache", "rank_and_world", "shards_of_rank", "main"]
@@ -76,10 +65,6 @@ def shards_of_rank(n_prompts: int, shard_size: int, rank: int, world_size: int) 
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, {world_size})")
     return list(range(rank, math.ceil(n_prompts / shard_size), world_size))
-
-
-def shard_path(cache_dir: str | os.PathLike[str], shard: int) -> Path:
-    return Path(cache_dir) / f"shard-{shard:05d}.safetensors"
 
 
 def merge_cache(cache_dir: str | os.PathLike[str]) -> sp.csr_matrix:
@@ -135,46 +120,21 @@ def featurize_distributed(
     Without a process group, run the merge yourself once every rank is done:
     :func:`merge_cache` (or ``featurize(..., cache_dir=...)``).
     """
-    prompts = _check_prompts(prompts)
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
-    if batch_size < 1 or shard_size < 1 or max_length < 1:
-        raise ValueError("batch_size, shard_size and max_length must be positive")
+    job = FeaturizeJob.prepare(prompts, model, tokenizer, sae, layer, pooling, batch_size, max_length, shard_size, cache_dir)
     env_rank, env_world = rank_and_world()
     rank = env_rank if rank is None else int(rank)
     world_size = env_world if world_size is None else int(world_size)
-    mine = shards_of_rank(len(prompts), shard_size, rank, world_size)
-
-    from saerl_zoo.zoo.api import load_sae
-
-    sae = load_sae(sae, device=str(_model_device(model)))
-    if int(sae.cfg.d_in) != _hidden_size(model):
-        raise ValueError(f"SAE d_in={sae.cfg.d_in} does not match the model's hidden size {_hidden_size(model)}")
-    layer = resolve_layer(model, sae, layer)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    cache = Path(cache_dir)
-    # Every rank checks the manifest (same inputs give the same fingerprint on
-    # every rank, so a concurrent first write is the same file written twice).
-    _open_cache(cache, _fingerprint(prompts, model, tokenizer, sae, layer, pooling, max_length, shard_size))
-
-    todo = [s for s in mine if not shard_path(cache, s).exists()]
-    total = sum(len(prompts[s * shard_size : (s + 1) * shard_size]) for s in todo)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), tqdm(total=total, desc=f"featurize rank {rank}/{world_size}", unit="prompt",
-                                          disable=not progress) as bar:
-            for s in todo:
-                texts = prompts[s * shard_size : (s + 1) * shard_size]
-                shard = _featurize_shard(texts, model, tokenizer, sae, layer, pooling, batch_size, max_length, bar)
-                save_csr(shard_path(cache, s), shard, {"shard": str(s), "rows": json.dumps([s * shard_size, s * shard_size + len(texts)])})
-    finally:
-        model.train(was_training)
+    # Every rank checked the manifest in prepare (same inputs give the same
+    # fingerprint on every rank, so a concurrent first write is the same file twice).
+    todo = [s for s in shards_of_rank(len(job.prompts), shard_size, rank, world_size) if not job.shard_path(s).exists()]
+    total = sum(len(job.shard_texts(s)) for s in todo)
+    with job.running(), tqdm(total=total, desc=f"featurize rank {rank}/{world_size}", unit="prompt", disable=not progress) as bar:
+        for s in todo:
+            job.compute_shard(s, bar)
     if not merge:
         return None
     _barrier()
-    return merge_cache(cache)
+    return merge_cache(job.cache)
 
 
 # ---------------------------------------------------------------- command line (for torchrun / accelerate launch)

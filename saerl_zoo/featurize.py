@@ -13,6 +13,8 @@ shard is written atomically, so a killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -277,6 +279,7 @@ def _encode_batch(
     sae: Any,
     layer: int,
     pooling: Pooling,
+    outlier_norm_ratio: float | None = None,
 ) -> np.ndarray:
     """Pooled SAE codes of one batch of tokenised prompts (right-padded here, no re-tokenisation)."""
     device = _model_device(model)
@@ -284,6 +287,8 @@ def _encode_batch(
     attention_mask = _pad([[1] * len(x) for x in ids], 0)
     token_mask = attention_mask.bool() & ~_pad(special, 1).bool()  # real, non-special tokens (built on the host)
     acts = _block_output(model, block, layer, input_ids.to(device), attention_mask.to(device))
+    if outlier_norm_ratio is not None:
+        token_mask &= outlier_token_mask(acts, token_mask, outlier_norm_ratio)
     counts = token_mask.sum(1)
     where = token_mask.flatten().nonzero()[:, 0]  # host-side indices: no device sync to size the selection
     sae_device = sae.W_enc.device
@@ -309,6 +314,19 @@ def _encode_batch(
     return pooled
 
 
+def outlier_token_mask(acts: torch.Tensor, token_mask: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Tokens whose residual norm is at most `ratio` × the median norm of their prompt's kept tokens.
+
+    Attention-sink tokens (Qwen's first tokens, for one) reach 100–1000× the
+    median norm and would dominate a pooled code; a zoo entry that names a
+    ratio is featurized with them dropped, as it was trained. Per prompt, so a
+    prompt's features do not depend on its batch-mates.
+    """
+    norms = acts.float().norm(dim=-1).cpu()
+    median = norms.masked_fill(~token_mask, float("nan")).nanmedian(dim=1).values
+    return norms <= ratio * median[:, None]
+
+
 def _featurize_shard(
     texts: list[str],
     model: torch.nn.Module,
@@ -319,6 +337,7 @@ def _featurize_shard(
     batch_size: int,
     max_length: int,
     bar: tqdm,
+    preprocessing: dict[str, Any],
 ) -> sp.csr_matrix:
     """Featurize one shard, batching prompts of similar length so padding is small.
 
@@ -327,6 +346,8 @@ def _featurize_shard(
     """
     enc = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True, return_attention_mask=False)
     ids, special = enc["input_ids"], enc["special_tokens_mask"]
+    if preprocessing.get("special_tokens") == "keep":  # the artifact was trained with BOS & co. included
+        special = [[0] * len(x) for x in ids]
     empty = [i for i, mask in enumerate(special) if all(mask)]
     if empty:
         raise ValueError(f"prompts {[texts[i][:40] for i in empty]} have no tokens besides special tokens")
@@ -338,7 +359,8 @@ def _featurize_shard(
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
         pooled = _encode_batch(
-            [texts[i] for i in idx], [ids[i] for i in idx], [special[i] for i in idx], model, block, pad_id, sae, layer, pooling
+            [texts[i] for i in idx], [ids[i] for i in idx], [special[i] for i in idx], model, block, pad_id, sae, layer, pooling,
+            preprocessing.get("outlier_norm_ratio"),
         )
         batches.append(sp.csr_matrix(pooled))
         bar.update(len(idx))
@@ -387,6 +409,89 @@ def _open_cache(cache_dir: Path, fingerprint: dict[str, Any]) -> None:
         write_json(manifest, fingerprint)
 
 
+def shard_path(cache_dir: str | os.PathLike[str], shard: int) -> Path:
+    """Where shard `shard` of a featurize cache lives (shards cover `shard_size` prompts each, in order)."""
+    return Path(cache_dir) / f"shard-{shard:05d}.safetensors"
+
+
+@dataclasses.dataclass
+class FeaturizeJob:
+    """Checked inputs of one featurization, cut into shards; shared by `featurize` and its data-parallel twin."""
+
+    prompts: list[str]
+    model: torch.nn.Module
+    tokenizer: Any
+    sae: Any
+    layer: int
+    pooling: Pooling
+    batch_size: int
+    max_length: int
+    shard_size: int
+    cache: Path | None
+    preprocessing: dict[str, Any]
+
+    @classmethod
+    def prepare(cls, prompts, model, tokenizer, sae, layer, pooling, batch_size, max_length, shard_size, cache_dir) -> FeaturizeJob:
+        """Validate everything before any work, load the SAE, and open (or check) the cache."""
+        prompts = _check_prompts(prompts)
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        if batch_size < 1 or shard_size < 1 or max_length < 1:
+            raise ValueError("batch_size, shard_size and max_length must be positive")
+        from saerl_zoo.zoo.api import load_sae
+
+        sae = load_sae(sae, device=str(_model_device(model)))
+        # A zoo entry states how it must be fed (context length, special and outlier tokens); honour it.
+        preprocessing = dict(sae.cfg.metadata.get("zoo_preprocessing") or {})
+        if preprocessing.get("context_length"):
+            max_length = min(max_length, int(preprocessing["context_length"]))
+        if int(sae.cfg.d_in) != _hidden_size(model):
+            raise ValueError(f"SAE d_in={sae.cfg.d_in} does not match the model's hidden size {_hidden_size(model)}")
+        layer = resolve_layer(model, sae, layer)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        job = cls(prompts, model, tokenizer, sae, layer, pooling, batch_size, max_length, shard_size,
+                  Path(cache_dir) if cache_dir is not None else None, preprocessing)
+        if job.cache is not None:
+            fingerprint = _fingerprint(prompts, model, tokenizer, sae, layer, pooling, max_length, shard_size)
+            fingerprint["preprocessing"] = {k: preprocessing.get(k) for k in ("special_tokens", "outlier_norm_ratio")}
+            _open_cache(job.cache, fingerprint)
+        return job
+
+    @property
+    def n_shards(self) -> int:
+        return math.ceil(len(self.prompts) / self.shard_size)
+
+    def shard_texts(self, s: int) -> list[str]:
+        return self.prompts[s * self.shard_size : (s + 1) * self.shard_size]
+
+    def shard_path(self, s: int) -> Path | None:
+        return shard_path(self.cache, s) if self.cache is not None else None
+
+    @contextlib.contextmanager
+    def running(self):
+        """Eval mode and inference mode for the duration; the model's mode is restored after."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def compute_shard(self, s: int, bar: tqdm) -> sp.csr_matrix:
+        """Featurize shard `s` and, with a cache, write it atomically."""
+        texts = self.shard_texts(s)
+        shard = _featurize_shard(
+            texts, self.model, self.tokenizer, self.sae, self.layer, self.pooling, self.batch_size, self.max_length, bar, self.preprocessing
+        )
+        path = self.shard_path(s)
+        if path is not None:
+            start = s * self.shard_size
+            save_csr(path, shard, {"shard": str(s), "rows": json.dumps([start, start + len(texts)])})
+        return shard
+
+
 def featurize(
     prompts: Sequence[str],
     model: torch.nn.Module,
@@ -407,39 +512,14 @@ def featurize(
     residual stream after it, `hidden_states[layer + 1]`); by default it is read
     from the SAE's hook name. `sae` is a sae-lens `SAE` or its saved folder.
     """
-    prompts = _check_prompts(prompts)
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
-    if batch_size < 1 or shard_size < 1 or max_length < 1:
-        raise ValueError("batch_size, shard_size and max_length must be positive")
-    from saerl_zoo.zoo.api import load_sae
-
-    sae = load_sae(sae, device=str(_model_device(model)))
-    if int(sae.cfg.d_in) != _hidden_size(model):
-        raise ValueError(f"SAE d_in={sae.cfg.d_in} does not match the model's hidden size {_hidden_size(model)}")
-    layer = resolve_layer(model, sae, layer)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-    cache = Path(cache_dir) if cache_dir is not None else None
-    if cache is not None:
-        _open_cache(cache, _fingerprint(prompts, model, tokenizer, sae, layer, pooling, max_length, shard_size))
-
-    n_shards = math.ceil(len(prompts) / shard_size)
+    job = FeaturizeJob.prepare(prompts, model, tokenizer, sae, layer, pooling, batch_size, max_length, shard_size, cache_dir)
     shards: list[sp.csr_matrix] = []
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode(), tqdm(total=len(prompts), desc="featurize", unit="prompt", disable=not progress) as bar:
-        for s in range(n_shards):
-            texts = prompts[s * shard_size : (s + 1) * shard_size]
-            path = cache / f"shard-{s:05d}.safetensors" if cache is not None else None
+    with job.running(), tqdm(total=len(job.prompts), desc="featurize", unit="prompt", disable=not progress) as bar:
+        for s in range(job.n_shards):
+            path = job.shard_path(s)
             if path is not None and path.exists():
                 shards.append(load_csr(path))
-                bar.update(len(texts))
-                continue
-            shard = _featurize_shard(texts, model, tokenizer, sae, layer, pooling, batch_size, max_length, bar)
-            if path is not None:
-                save_csr(path, shard, {"shard": str(s), "rows": json.dumps([s * shard_size, s * shard_size + len(texts)])})
-            shards.append(shard)
-    model.train(was_training)
+                bar.update(len(job.shard_texts(s)))
+            else:
+                shards.append(job.compute_shard(s, bar))
     return sp.vstack(shards, format="csr")

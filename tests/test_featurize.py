@@ -167,3 +167,27 @@ def test_token_chunking_does_not_change_features(monkeypatch, prompts, tiny_mode
     monkeypatch.setattr(fz, "_ENCODE_CHUNK_ELEMENTS", 3 * tiny_sae.cfg.d_sae)  # 3 tokens per SAE call
     chunked = featurize(prompts, tiny_model, tokenizer, tiny_sae, pooling=pooling, progress=False).toarray()
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-7)
+
+
+def test_outlier_tokens_are_dropped_per_prompt():
+    acts = torch.ones(2, 4, 3)
+    acts[0, 1] *= 500.0  # an attention-sink-like token
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    kept = fz.outlier_token_mask(acts, mask, ratio=10.0)
+    assert kept[0].tolist()[:3] == [True, False, True]
+    assert kept[1].tolist()[:2] == [True, True]
+
+
+def test_zoo_preprocessing_is_honoured(prompts, tiny_model, tokenizer):
+    """An SAE whose entry says keep special tokens / cap the context is featurized that way."""
+    plain = make_tiny_sae(32)
+    keep = make_tiny_sae(32)
+    keep.cfg.metadata.zoo_preprocessing = {"special_tokens": "keep", "context_length": 4, "outlier_norm_ratio": None}
+    a = featurize(["x"], tiny_model, tokenizer, keep, pooling="max", progress=False).toarray()[0]
+    with torch.no_grad():
+        enc = tokenizer("x", return_tensors="pt")
+        codes = plain.encode(tiny_model(**enc, output_hidden_states=True).hidden_states[2][0])
+    np.testing.assert_allclose(a, codes.max(0).values.numpy(), rtol=1e-4, atol=1e-6)  # BOS included this time
+    long = featurize(["abcdefgh"], tiny_model, tokenizer, keep, progress=False).toarray()[0]
+    short = featurize(["abc"], tiny_model, tokenizer, keep, progress=False).toarray()[0]
+    np.testing.assert_allclose(long, short, rtol=1e-4, atol=1e-6)  # <bos> a b c: the 4-token context cap
