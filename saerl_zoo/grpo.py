@@ -454,6 +454,7 @@ def train_step(
         "completion_len": float(rollout.completion_mask.sum(-1).float().mean()),
         "groups_kept": int(keep.sum()),
         "sample": rollout.texts[0],
+        "group_rewards": rewards.tolist(),  # [prompt][completion], for logs and online feedback
     }
     if not keep.any():  # every group had equal rewards: nothing to learn from this batch
         stats.update(loss=None, kl=None, clip_frac=None, grad_norm=None)
@@ -742,6 +743,8 @@ def train(
         start = time.perf_counter()
         indices = stream.take(config.prompts_per_step)
         stats = train_step(model, tokenizer, optimizer, [train_rows[i] for i in indices], reward_fn, config, ref_model)
+        if hasattr(sampler, "update"):  # online feedback; a no-op unless the sampler was built with it
+            sampler.update(np.repeat(indices, config.group_size), np.asarray(stats["group_rewards"]).ravel())
         step += 1
         emit({"type": "train", "step": step, "indices": indices, **stats, "seconds": time.perf_counter() - start})
         if evaluating and (step % config.eval_every == 0 or step == config.num_steps):

@@ -21,6 +21,7 @@ from saerl_zoo.grpo import (
     train,
     train_step,
 )
+from saerl_zoo.feedback import OnlineFeedback
 from saerl_zoo.sampler import SaeRLSampler
 
 from conftest import make_char_tokenizer, make_tiny_llama
@@ -367,8 +368,10 @@ def _run(tmp_path, make_sampler, num_steps, kill_at=None, **extra):
         (lambda: RandomSampler(range(10), generator=torch.Generator().manual_seed(0)), {}),
         (lambda: SaeRLSampler(10, batch_size=4, clusters=[0, 1] * 5, difficulty=list(range(10)), seed=0),
          {"kl_coef": 0.1, "num_iterations": 2, "eval_every": 3}),
+        (lambda: SaeRLSampler(10, batch_size=4, clusters=[0, 1] * 5, difficulty=[i / 10 for i in range(10)], seed=0,
+                              feedback=OnlineFeedback()), {}),
     ],
-    ids=["random-sampler", "saerl-sampler-kl"],
+    ids=["random-sampler", "saerl-sampler-kl", "saerl-sampler-online-feedback"],
 )
 def test_killed_run_resumes_with_the_same_next_batch_and_loss(tmp_path, make_sampler, extra):
     full, full_model = _run(tmp_path / "full", make_sampler, 7, **extra)
@@ -393,3 +396,23 @@ def test_resume_refuses_a_changed_config(tmp_path):
         _run(tmp_path, make, 2, lr=0.02)
     history, _ = _run(tmp_path, make, 2, eval_every=1)  # num_steps / eval_every may change
     assert [r["step"] for r in history["train"]] == [1, 2]
+
+
+def test_rewards_reach_the_sampler_as_online_feedback(tmp_path):
+    """Each step hands the sampler one reward per rollout, G per prompt, in the order trained."""
+    calls = []
+
+    class Recording(SaeRLSampler):
+        def update(self, indices, rewards):
+            calls.append((list(indices), list(rewards)))
+            super().update(indices, rewards)
+
+    tok = make_char_tokenizer()
+    model = make_tiny_llama(len(tok))
+    rows = [{"prompt": f"Q{i}:"} for i in range(10)]
+    config = GRPOConfig(prompts_per_step=4, group_size=3, max_new_tokens=3, num_steps=2, log=False, seed=0)
+    history = train(model, tok, rows, Recording(10, batch_size=4, seed=0), digit_first, config)
+    assert len(calls) == 2
+    for (indices, rewards), record in zip(calls, history["train"]):
+        assert indices == [i for i in record["indices"] for _ in range(3)]
+        assert rewards == [r for group in record["group_rewards"] for r in group]
