@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import ElasticNet, ElasticNetCV
 
-from saerl_zoo.probe import LinearProbe, ProbeConfig, as_features, as_targets, heldout_split, regression_metrics
+from saerl_zoo.probe import LinearProbe, as_features, as_targets, regression_metrics
 
 
 def _fit_elasticnet(X, y, l1_ratio: float, seed: int, alpha: float | None) -> tuple[np.ndarray, float, float]:
@@ -47,20 +47,17 @@ class DifficultyProbe(LinearProbe):
     ) -> DifficultyProbe:
         X = as_features(features)
         y = as_targets(targets, X.shape[0])
-        train, held = heldout_split(X.shape[0], heldout_fraction, seed)
-        w, b, alpha = _fit_elasticnet(X[train], y[train], l1_ratio, seed, None)
-        metrics = regression_metrics(y[held], np.asarray(X[held] @ w) + b)
-        w, b, _ = _fit_elasticnet(X, y, l1_ratio, seed, alpha)
-        config = ProbeConfig(
-            probe=cls.kind,
+        return cls._fit_with_heldout(
+            X,
+            y,
+            lambda X_, y_, alpha: _fit_elasticnet(X_, y_, l1_ratio, seed, alpha),
+            regression_metrics,
             estimator="elasticnet",
-            d_in=X.shape[1],
+            regulariser="alpha",
             target=target,
-            hyperparameters={"alpha": alpha, "l1_ratio": l1_ratio, "nonzero_weights": int(np.count_nonzero(w))},
-            metrics=metrics,
-            n_train=len(train),
-            n_heldout=len(held),
+            heldout_fraction=heldout_fraction,
             seed=seed,
+            stratify=None,
             sae=sae,
+            hyperparameters={"l1_ratio": l1_ratio},
         )
-        return cls(w, b, config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -105,6 +106,46 @@ class LinearProbe:
         self.config = config
         if self.weight.shape[0] != config.d_in:
             raise ValueError(f"weight has {self.weight.shape[0]} entries but config says d_in={config.d_in}")
+
+    @classmethod
+    def _fit_with_heldout(
+        cls: type[P],
+        X: sp.csr_matrix,
+        y: np.ndarray,
+        fit: Callable[[sp.csr_matrix, np.ndarray, float | None], tuple[np.ndarray, float, float]],
+        score: Callable[[np.ndarray, np.ndarray], dict[str, float]],
+        *,
+        estimator: str,
+        regulariser: str,
+        target: str,
+        heldout_fraction: float,
+        seed: int,
+        stratify: np.ndarray | None,
+        sae: dict[str, Any] | None,
+        hyperparameters: dict[str, Any] | None = None,
+    ) -> P:
+        """Fit on a training split (choosing the regulariser), score the held-out split, refit on every label.
+
+        `fit(X, y, reg)` returns (weight, bias, reg) and chooses `reg` itself
+        when given None; `score(y_true, decision)` gives the held-out metrics.
+        """
+        train, held = heldout_split(X.shape[0], heldout_fraction, seed, stratify=stratify)
+        w, b, reg = fit(X[train], y[train], None)
+        metrics = score(y[held], np.asarray(X[held] @ w) + b)
+        w, b, _ = fit(X, y, reg)
+        config = ProbeConfig(
+            probe=cls.kind,
+            estimator=estimator,
+            d_in=X.shape[1],
+            target=target,
+            hyperparameters={regulariser: reg, **(hyperparameters or {}), "nonzero_weights": int(np.count_nonzero(w))},
+            metrics=metrics,
+            n_train=len(train),
+            n_heldout=len(held),
+            seed=seed,
+            sae=sae,
+        )
+        return cls(w, b, config)
 
     @property
     def metrics(self) -> dict[str, float]:

@@ -19,11 +19,9 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge
 from saerl_zoo.sampler import quality_mask
 from saerl_zoo.probe import (
     LinearProbe,
-    ProbeConfig,
     as_features,
     as_targets,
     classification_metrics,
-    heldout_split,
     regression_metrics,
 )
 
@@ -86,21 +84,17 @@ class QualityProbe(LinearProbe):
                 raise ValueError("need at least 2 good and 2 bad labelled prompts")
         elif kind != "ridge":
             raise ValueError(f"unknown quality probe kind {kind!r}; choose 'logistic' or 'ridge'")
-        train, held = heldout_split(X.shape[0], heldout_fraction, seed, stratify=y if kind == "logistic" else None)
-        w, b, reg = _fit(X[train], y[train], kind, seed, None)
-        z = np.asarray(X[held] @ w) + b
-        metrics = classification_metrics(y[held], expit(z)) if kind == "logistic" else regression_metrics(y[held], z)
-        w, b, _ = _fit(X, y, kind, seed, reg)
-        config = ProbeConfig(
-            probe=cls.kind,
+        logistic = kind == "logistic"
+        return cls._fit_with_heldout(
+            X,
+            y,
+            lambda X_, y_, reg: _fit(X_, y_, kind, seed, reg),
+            (lambda y_, z: classification_metrics(y_, expit(z))) if logistic else regression_metrics,
             estimator=kind,
-            d_in=X.shape[1],
-            target=target or ("P(good prompt)" if kind == "logistic" else "quality score (higher = better)"),
-            hyperparameters={"C" if kind == "logistic" else "alpha": reg},
-            metrics=metrics,
-            n_train=len(train),
-            n_heldout=len(held),
+            regulariser="C" if logistic else "alpha",
+            target=target or ("P(good prompt)" if logistic else "quality score (higher = better)"),
+            heldout_fraction=heldout_fraction,
             seed=seed,
+            stratify=y if logistic else None,
             sae=sae,
         )
-        return cls(w, b, config)
