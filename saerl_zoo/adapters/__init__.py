@@ -15,8 +15,7 @@ resolved lazily, on first access, and only then import the framework.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from saerl_zoo._lazy import lazy_exports
 
 _EXPORTS = {
     "SaeRLGRPOTrainer": "saerl_zoo.adapters.trl",
@@ -28,12 +27,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'saerl_zoo.adapters' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

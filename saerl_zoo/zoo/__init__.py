@@ -11,8 +11,7 @@ Names are imported lazily so `import saerl_zoo.zoo` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from saerl_zoo._lazy import lazy_exports
 
 _EXPORTS = {
     "list_artifacts": "saerl_zoo.zoo.api",
@@ -38,12 +37,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'saerl_zoo.zoo' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
