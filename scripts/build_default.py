@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from saerl_zoo.sae_training import block_outputs, sae_metrics, sae_sequences, train_sae  # noqa: E402
 from saerl_zoo.tasks import FAMILIES, LEVELS, build_eval_set, build_pool, build_train_set, score  # noqa: E402
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2
@@ -252,83 +253,6 @@ def pass_rates(model, tokenizer, items: list[dict], args) -> list[dict]:
 # ---------------------------------------------------------------- e. SAE
 
 
-def sae_sequences(tokenizer, texts: list[str], context: int) -> list[list[int]]:
-    """One text per row: BOS + tokens (+EOS when given) right-padded with PAD to
-    ``context`` (pads and BOS are excluded from SAE training, so every
-    activation the SAE sees is a real token at its real position)."""
-    rows = []
-    for ids in tokenizer(texts)["input_ids"]:
-        ids = ids[:context]
-        rows.append(ids + [tokenizer.pad_token_id] * (context - len(ids)))
-    return rows
-
-
-def train_sae(model_dir: Path, rows: list[list[int]], tokenizer, args):
-    """Train the SAE with sae-lens's own runner on the LM loaded offline from
-    ``model_dir`` and a pretokenized in-memory dataset (no Hub, no wandb)."""
-    import datasets
-    from sae_lens import (BatchTopKTrainingSAEConfig, LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner,
-                          LoggingConfig, TopKTrainingSAEConfig)
-    from sae_lens.load_model import load_model
-
-    hook_name = f"model.layers.{args.sae_layer}"  # HF module name = output of decoder block L
-    sae_config = {"topk": TopKTrainingSAEConfig, "batchtopk": BatchTopKTrainingSAEConfig}[args.sae_arch](
-        d_in=args.hidden, d_sae=args.d_sae, k=args.topk, aux_loss_coefficient=args.sae_aux,
-        rescale_acts_by_decoder_norm=True, dtype="float32", device="cpu",
-    )
-    steps = args.sae_tokens // args.sae_batch
-    cfg = LanguageModelSAERunnerConfig(
-        sae=sae_config,
-        model_name=str(model_dir), model_class_name="AutoModelForCausalLM", hook_name=hook_name,
-        dataset_path="saerl_zoo/default (pool prompts + LM training texts)", is_dataset_tokenized=True,
-        streaming=False, context_size=args.sae_context, prepend_bos=True,
-        exclude_special_tokens=[tokenizer.pad_token_id, tokenizer.bos_token_id],
-        training_tokens=args.sae_tokens, train_batch_size_tokens=args.sae_batch,
-        store_batch_size_prompts=64, n_batches_in_buffer=128,
-        lr=args.sae_lr, lr_warm_up_steps=50, lr_scheduler_name="cosineannealing", lr_decay_steps=steps // 2,
-        dead_feature_window=args.sae_dead_window, feature_sampling_window=1000,
-        device="cpu", seed=args.seed, logger=LoggingConfig(log_to_wandb=False),
-        checkpoint_path=None, output_path=None, verbose=False,
-    )
-    lm = load_model("AutoModelForCausalLM", str(model_dir), device="cpu", hook_names=[hook_name])
-    dataset = datasets.Dataset.from_dict({"input_ids": rows})
-    torch.manual_seed(args.seed)
-    return LanguageModelSAETrainingRunner(cfg, override_model=lm, override_dataset=dataset).run()
-
-
-@torch.no_grad()
-def block_outputs(model, layer: int, rows: list[list[int]], pad_id: int, bos_id: int) -> torch.Tensor:
-    """Output of block ``layer`` (read the way the library's featurizer reads
-    it) for every real token: pads and BOS dropped."""
-    from saerl_zoo.featurize import residual_stream
-
-    acts = []
-    for start in range(0, len(rows), 256):
-        x = torch.tensor(rows[start : start + 256])
-        hidden = residual_stream(model, layer, x, (x != pad_id).long())
-        acts.append(hidden[(x != pad_id) & (x != bos_id)])
-    return torch.cat(acts)
-
-
-@torch.no_grad()
-def sae_metrics(sae, acts: torch.Tensor) -> dict[str, float]:
-    """L0, explained variance, MSE and dead-feature fraction on held-out activations."""
-    feats = sae.encode(acts)
-    recon = sae.decode(feats)
-    resid = ((acts - recon) ** 2).sum(-1)
-    total = ((acts - acts.mean(0)) ** 2).sum(-1)
-    fired = (feats > 0).any(0)
-    return {
-        "n_tokens": int(acts.shape[0]),
-        "l0": round(float((feats > 0).float().sum(-1).mean()), 3),
-        "explained_variance": round(float(1 - resid.sum() / total.sum()), 4),
-        "mse": round(float(resid.mean() / acts.shape[1]), 6),
-        "dead_fraction": round(float(1 - fired.float().mean()), 4),  # never fires on these held-out tokens
-        "d_sae": int(feats.shape[1]),
-        "heldout": "unseen clean problems with answers + prompts of a fresh pool (seed + 1), BOS/pad excluded",
-    }
-
-
 # ---------------------------------------------------------------- f. probes
 
 
@@ -476,7 +400,11 @@ def stage_sae(out: Path, model, tokenizer, train_texts: list[str], items: list[d
     log(f"e. SAE: TopK k={args.topk}, d_sae={args.d_sae} on model.layers.{args.sae_layer}, {args.sae_tokens} tokens")
     rows = sae_sequences(tokenizer, train_texts[: len(train_texts) // 2] + [i["prompt"] for i in items], args.sae_context)
     random.Random(args.seed).shuffle(rows)
-    sae = train_sae(out / "model", rows, tokenizer, args)
+    sae = train_sae(out / "model", rows, layer=args.sae_layer, d_in=args.hidden, d_sae=args.d_sae, k=args.topk,
+                    training_tokens=args.sae_tokens, exclude_token_ids=[tokenizer.pad_token_id, tokenizer.bos_token_id],
+                    batch_tokens=args.sae_batch, lr=args.sae_lr, arch=args.sae_arch, aux_loss_coefficient=args.sae_aux,
+                    dead_feature_window=args.sae_dead_window,
+                    dataset_label="saerl_zoo/default (pool prompts + LM training texts)", seed=args.seed)
     sae.cfg.metadata.model_name = "saerl_zoo/default/model"  # not this machine's absolute path
     tmp = staging_dir(out / "sae")
     sae.save_inference_model(str(tmp))
@@ -490,7 +418,8 @@ def stage_sae(out: Path, model, tokenizer, train_texts: list[str], items: list[d
     fresh_pool, _ = build_pool(args.n_eval, seed=args.seed + 1, bad_fraction=args.bad_fraction)
     heldout = sae_sequences(tokenizer, [f"{i['prompt']} {i['answer']}" for i in eval_items]
                             + [i["prompt"] for i in fresh_pool], args.sae_context)
-    metrics = sae_metrics(sae, block_outputs(model, args.sae_layer, heldout, tokenizer.pad_token_id, tokenizer.bos_token_id))
+    metrics = sae_metrics(sae, block_outputs(model, args.sae_layer, heldout, tokenizer.pad_token_id, (tokenizer.bos_token_id,)))
+    metrics["heldout"] = "unseen clean problems with answers + prompts of a fresh pool (seed + 1), BOS/pad excluded"
     metrics["hook_name"] = f"model.layers.{args.sae_layer}"
     metrics["architecture"] = f"topk (k={args.topk})"
     write_json(out / "sae_metrics.json", metrics)

