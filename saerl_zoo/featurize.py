@@ -523,3 +523,28 @@ def featurize(
             else:
                 shards.append(job.compute_shard(s, bar))
     return sp.vstack(shards, format="csr")
+
+
+def raw_activation_sae(d_in: int, layer: int) -> Any:
+    """A lossless stand-in SAE whose codes are the raw residual stream itself.
+
+    Published work finds SAE probes do not always beat probes on the raw
+    activations, so every SaeRL number deserves that baseline, run through the
+    very same featurize → probes → clusters → sampler path. A real sae-lens
+    ``StandardSAE`` with encoder ``[I, -I]`` and ReLU splits each activation
+    into its positive and negative parts (d_sae = 2·d_in); decoding with
+    ``[I; -I]`` gives the input back exactly, and pooled codes hold the pooled
+    activation (``mean(x) = mean(relu(x)) - mean(relu(-x))``).
+    """
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    cfg = StandardSAEConfig(d_in=d_in, d_sae=2 * d_in, dtype="float32", device="cpu", apply_b_dec_to_input=False)
+    cfg.metadata.hook_name = f"model.layers.{layer}"
+    sae = StandardSAE(cfg)
+    eye = torch.eye(d_in)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae.requires_grad_(False)

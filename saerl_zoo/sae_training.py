@@ -3,8 +3,8 @@
 The embedded default, the reproduction's real-model study and the transfer
 table all need the same three things: token rows to train on, sae-lens's own
 training runner pointed at a local model and an in-memory dataset (no Hub, no
-wandb), and the held-out numbers users compare SAEs by (L0, explained
-variance, dead features). They live here once.
+wandb), and every real token's activation at the SAE's block, for held-out
+metrics (:func:`saerl_zoo.zoo.api.sae_metrics`). They live here once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["block_outputs", "sae_metrics", "sae_sequences", "train_sae"]
+__all__ = ["block_outputs", "sae_sequences", "train_sae"]
 
 
 def sae_sequences(tokenizer: Any, texts: list[str], context: int) -> list[list[int]]:
@@ -102,21 +102,3 @@ def block_outputs(model: Any, layer: int, rows: list[list[int]], pad_id: int, ex
             keep &= x != token
         acts.append(hidden[keep])
     return torch.cat(acts)
-
-
-@torch.no_grad()
-def sae_metrics(sae: Any, acts: torch.Tensor) -> dict[str, float]:
-    """L0, explained variance, MSE and dead-feature fraction on held-out activations."""
-    feats = sae.encode(acts)
-    recon = sae.decode(feats)
-    resid = ((acts - recon) ** 2).sum(-1)
-    total = ((acts - acts.mean(0)) ** 2).sum(-1)
-    fired = (feats > 0).any(0)
-    return {
-        "n_tokens": int(acts.shape[0]),
-        "l0": round(float((feats > 0).float().sum(-1).mean()), 3),
-        "explained_variance": round(float(1 - resid.sum() / total.sum()), 4),
-        "mse": round(float(resid.mean() / acts.shape[1]), 6),
-        "dead_fraction": round(float(1 - fired.float().mean()), 4),  # never fires on these held-out tokens
-        "d_sae": int(feats.shape[1]),
-    }

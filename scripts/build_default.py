@@ -42,7 +42,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from saerl_zoo.sae_training import block_outputs, sae_metrics, sae_sequences, train_sae  # noqa: E402
+from saerl_zoo.sae_training import block_outputs, sae_sequences, train_sae  # noqa: E402
+from saerl_zoo.zoo.api import sae_metrics  # noqa: E402
 from saerl_zoo.tasks import FAMILIES, LEVELS, build_eval_set, build_pool, build_train_set, score  # noqa: E402
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2
@@ -418,7 +419,8 @@ def stage_sae(out: Path, model, tokenizer, train_texts: list[str], items: list[d
     fresh_pool, _ = build_pool(args.n_eval, seed=args.seed + 1, bad_fraction=args.bad_fraction)
     heldout = sae_sequences(tokenizer, [f"{i['prompt']} {i['answer']}" for i in eval_items]
                             + [i["prompt"] for i in fresh_pool], args.sae_context)
-    metrics = sae_metrics(sae, block_outputs(model, args.sae_layer, heldout, tokenizer.pad_token_id, (tokenizer.bos_token_id,)))
+    acts = block_outputs(model, args.sae_layer, heldout, tokenizer.pad_token_id, (tokenizer.bos_token_id,))
+    metrics = {k: round(v, 6 if k == "mse" else 4) if isinstance(v, float) else v for k, v in sae_metrics(sae, acts).items()}
     metrics["heldout"] = "unseen clean problems with answers + prompts of a fresh pool (seed + 1), BOS/pad excluded"
     metrics["hook_name"] = f"model.layers.{args.sae_layer}"
     metrics["architecture"] = f"topk (k={args.topk})"

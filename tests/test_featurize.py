@@ -191,3 +191,16 @@ def test_zoo_preprocessing_is_honoured(prompts, tiny_model, tokenizer):
     long = featurize(["abcdefgh"], tiny_model, tokenizer, keep, progress=False).toarray()[0]
     short = featurize(["abc"], tiny_model, tokenizer, keep, progress=False).toarray()[0]
     np.testing.assert_allclose(long, short, rtol=1e-4, atol=1e-6)  # <bos> a b c: the 4-token context cap
+
+
+def test_raw_activation_sae_codes_are_the_residual_stream(prompts, tiny_model, tokenizer):
+    sae = fz.raw_activation_sae(tiny_model.config.hidden_size, layer=1)
+    enc = tokenizer(prompts[0], return_tensors="pt", return_special_tokens_mask=True)
+    acts = residual_stream(tiny_model, 1, enc["input_ids"], enc["attention_mask"])[0]
+    codes = sae.encode(acts)
+    assert codes.shape[1] == 2 * tiny_model.config.hidden_size and (codes >= 0).all()
+    torch.testing.assert_close(sae.decode(codes), acts)
+    pooled = featurize(prompts[:1], tiny_model, tokenizer, sae, progress=False).toarray()[0]
+    d = tiny_model.config.hidden_size
+    real = acts[~enc["special_tokens_mask"][0].bool()].mean(0)
+    np.testing.assert_allclose(pooled[:d] - pooled[d:], real.detach().numpy(), atol=1e-5, rtol=1e-4)

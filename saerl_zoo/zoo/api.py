@@ -347,7 +347,8 @@ def reference_activations(model: Any, tokenizer: Any, art: Artifact, texts: tupl
 
 @torch.no_grad()
 def sae_metrics(sae: Any, acts: torch.Tensor) -> dict[str, float]:
-    """L0, explained variance and dead fraction of an SAE on activations (tokens x d_in)."""
+    """L0, explained variance, MSE and dead fraction (latents that never fire on
+    these activations) of an SAE on activations (tokens x d_in)."""
     acts = acts.to(sae.W_enc.device, sae.W_enc.dtype)
     feats = sae.encode(acts)
     recon = sae.decode(feats)
@@ -356,8 +357,10 @@ def sae_metrics(sae: Any, acts: torch.Tensor) -> dict[str, float]:
     return {
         "l0": float((feats > 0).float().sum(-1).mean()),
         "explained_variance": float(1 - resid.sum() / total.sum()),
+        "mse": float(resid.mean() / acts.shape[1]),
         "dead_fraction": float(1 - (feats > 0).any(0).float().mean()),
         "n_tokens": int(acts.shape[0]),
+        "d_sae": int(feats.shape[1]),
     }
 
 
