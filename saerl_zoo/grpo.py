@@ -88,6 +88,8 @@ class GRPOConfig:
     eval_batch: int = 64  # prompts per greedy generation call during evaluation
     dr_grpo: bool = False  # Dr. GRPO: no std normalisation, token sum / max_new_tokens
     dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal
+    oversample: int = 1  # DAPO: sample groups for prompts_per_step * oversample prompts, train on the first
+    #                      prompts_per_step informative ones (an online pass-rate filter; costs rollouts)
     seed: int = 0  # seeds python, numpy and torch at the start of a fresh run
     checkpoint_every: int = 0  # write a checkpoint every N steps, and after the last (0 = only after the last)
     keep_checkpoints: int = 1  # how many recent checkpoints to keep on disk
@@ -97,7 +99,7 @@ class GRPOConfig:
 
     def __post_init__(self) -> None:
         for name in ("prompts_per_step", "group_size", "max_new_tokens", "num_iterations", "grad_accum_steps",
-                     "eval_batch", "keep_checkpoints"):
+                     "eval_batch", "keep_checkpoints", "oversample"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_steps", "eval_every", "checkpoint_every"):
@@ -109,6 +111,8 @@ class GRPOConfig:
             raise ValueError("clip_eps and clip_eps_high must be >= 0")
         if self.kl_coef < 0:
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
+        if self.oversample > 1 and not self.dynamic_sampling:
+            raise ValueError("oversample > 1 needs dynamic_sampling=True: it refills the groups dynamic sampling drops")
 
 
 # ----------------------------------------------------------------------------
@@ -446,6 +450,7 @@ def train_step(
     rewards = score_completions(rollout.texts, rows, reward_fn, G)
     advantages = group_advantages(rewards, dr_grpo=config.dr_grpo)
     keep = informative_groups(rewards) if config.dynamic_sampling else torch.ones(len(rows), dtype=torch.bool)
+    keep &= keep.cumsum(0) <= config.prompts_per_step  # with oversampling, the first informative groups fill the batch
     stats: dict[str, Any] = {
         "reward": float(rewards.mean()),
         "reward_std": float(rewards.std(dim=1).mean()) if G > 1 else 0.0,
@@ -453,6 +458,7 @@ def train_step(
         "solved_none": float((rewards.max(dim=1).values <= 0).float().mean()),
         "completion_len": float(rollout.completion_mask.sum(-1).float().mean()),
         "groups_kept": int(keep.sum()),
+        "rollouts": len(rows) * G,  # generation cost of the step
         "sample": rollout.texts[0],
         "group_rewards": rewards.tolist(),  # [prompt][completion], for logs and online feedback
     }
@@ -741,7 +747,7 @@ def train(
         run_eval()
     while step < config.num_steps:
         start = time.perf_counter()
-        indices = stream.take(config.prompts_per_step)
+        indices = stream.take(config.prompts_per_step * config.oversample)
         stats = train_step(model, tokenizer, optimizer, [train_rows[i] for i in indices], reward_fn, config, ref_model)
         if hasattr(sampler, "update"):  # online feedback; a no-op unless the sampler was built with it
             sampler.update(np.repeat(indices, config.group_size), np.asarray(stats["group_rewards"]).ravel())

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "DEFECTS",
     "FAMILIES",
@@ -38,6 +40,7 @@ __all__ = [
     "build_eval_set",
     "build_pool",
     "build_train_set",
+    "evaluate_against_truth",
     "format_prompt",
     "score",
 ]
@@ -412,3 +415,32 @@ def score(completion: str, answer: str) -> float:
     if got is None or ref is None:
         return 0.0
     return 1.0 if got == ref else 0.0
+
+
+# --------------------------------------------------------------------------
+# Evaluation against the ground truth (never shown to the pipeline)
+
+
+def _finite(x: float) -> float | None:
+    """Rounded float, or None for NaN (strict JSON has no NaN; toy builds can
+    produce constant predictions)."""
+    return round(float(x), 4) if np.isfinite(x) else None
+
+
+def evaluate_against_truth(pred_difficulty: np.ndarray, pred_quality: np.ndarray, truth: list[dict]) -> dict[str, Any]:
+    """Evaluation only: how well the probes recover the pool's hidden structure."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    clean = [n for n, t in enumerate(truth) if t["quality"] == 1]
+    by_defect = {}
+    for defect in sorted({t["defect"] for t in truth if t["defect"]}):
+        rows = [n for n, t in enumerate(truth) if t["defect"] in (None, defect)]
+        by_defect[defect] = _finite(roc_auc_score([truth[n]["quality"] for n in rows], pred_quality[rows]))
+    return {
+        "difficulty_spearman_vs_level_clean": _finite(spearmanr(pred_difficulty[clean], [truth[n]["level"] for n in clean]).statistic),
+        "mean_predicted_difficulty_by_level": {
+            str(lvl): _finite(np.mean([pred_difficulty[n] for n in clean if truth[n]["level"] == lvl])) for lvl in LEVELS},
+        "quality_auroc_vs_truth": _finite(roc_auc_score([t["quality"] for t in truth], pred_quality)),
+        "quality_auroc_clean_vs_each_defect": by_defect,
+    }

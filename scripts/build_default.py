@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from saerl_zoo.sae_training import block_outputs, sae_sequences, train_sae  # noqa: E402
 from saerl_zoo.zoo.api import sae_metrics  # noqa: E402
-from saerl_zoo.tasks import FAMILIES, LEVELS, build_eval_set, build_pool, build_train_set, score  # noqa: E402
+from saerl_zoo.tasks import FAMILIES, LEVELS, build_eval_set, build_pool, build_train_set, evaluate_against_truth, score  # noqa: E402
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2
 T0 = time.time()
@@ -279,31 +279,6 @@ def fit_probes(out: Path, model, tokenizer, sae, items, rates, qlabels, args):
         probe.save(tmp)
         replace_dir(tmp, out / name)
     return difficulty, quality, feats
-
-
-def finite(x: float) -> float | None:
-    """Rounded float, or None for NaN (strict JSON has no NaN; toy builds can
-    produce constant predictions)."""
-    return round(float(x), 4) if np.isfinite(x) else None
-
-
-def evaluate_against_truth(pred_difficulty: np.ndarray, pred_quality: np.ndarray, truth: list[dict]) -> dict[str, Any]:
-    """Evaluation only: how well the probes recover the pool's hidden structure."""
-    from scipy.stats import spearmanr
-    from sklearn.metrics import roc_auc_score
-
-    clean = [n for n, t in enumerate(truth) if t["quality"] == 1]
-    by_defect = {}
-    for defect in sorted({t["defect"] for t in truth if t["defect"]}):
-        rows = [n for n, t in enumerate(truth) if t["defect"] in (None, defect)]
-        by_defect[defect] = finite(roc_auc_score([truth[n]["quality"] for n in rows], pred_quality[rows]))
-    return {
-        "difficulty_spearman_vs_level_clean": finite(spearmanr(pred_difficulty[clean], [truth[n]["level"] for n in clean]).statistic),
-        "mean_predicted_difficulty_by_level": {
-            str(lvl): finite(np.mean([pred_difficulty[n] for n in clean if truth[n]["level"] == lvl])) for lvl in LEVELS},
-        "quality_auroc_vs_truth": finite(roc_auc_score([t["quality"] for t in truth], pred_quality)),
-        "quality_auroc_clean_vs_each_defect": by_defect,
-    }
 
 
 # ---------------------------------------------------------------- main

@@ -217,6 +217,18 @@ def test_dynamic_sampling_drops_equal_reward_groups(tok):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+def test_oversampling_fills_the_batch_with_the_first_informative_groups(tok):
+    model = make_tiny_llama(len(tok), seed=3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    kinds = ("one", "vary", "zero", "vary", "vary", "one")
+    rows = [{"prompt": "a", "kind": k} for k in kinds]
+    config = GRPOConfig(prompts_per_step=2, oversample=3, group_size=4, max_new_tokens=3, dynamic_sampling=True, log=False)
+    stats = train_step(model, tok, opt, rows, _counter_reward(), config)
+    assert stats["groups_kept"] == 2 and stats["rollouts"] == 24  # all six groups cost rollouts, two train
+    with pytest.raises(ValueError, match="dynamic_sampling"):
+        GRPOConfig(oversample=2)
+
+
 @pytest.mark.parametrize("extra", [{}, {"dr_grpo": True, "kl_coef": 0.1}])
 def test_gradient_accumulation_matches_one_big_batch(tok, extra):
     rows = [{"prompt": p} for p in ("a", "bb", "ccc")]
