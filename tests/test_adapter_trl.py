@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from saerl_zoo.adapters.trl import (  # noqa: E402
     repeat_layout,
 )
 from saerl_zoo.curriculum import Curriculum  # noqa: E402
+from saerl_zoo.feedback import OnlineFeedback  # noqa: E402
 from saerl_zoo.storage import read_json  # noqa: E402
 
 N_PROMPTS = 13
@@ -187,23 +189,33 @@ def dataset():
 
 
 class Recorder:
-    """Reward function that records the prompts TRL generated for, and the sampler's live position."""
+    """Reward function that records the prompts TRL generated for, and the sampler's live position.
+
+    ``reward(index, global_step)`` sets the rewards (default: completion length).
+    """
 
     __name__ = "recorder"
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, reward=None):
         self.text_to_idx = {p: i for i, p in enumerate(dataset["prompt"])}
         self.calls: list[list[int]] = []
         self.positions: list[int] = []
+        self.rewards: list[list[float | None]] = []
+        self.reward = reward
         self.trainer = None
 
-    def __call__(self, prompts, completions, idx, **kwargs):
+    def __call__(self, prompts, completions, idx, trainer_state, **kwargs):
         from_text = [self.text_to_idx[p] for p in prompts]
         assert from_text == list(idx)  # the prompts TRL fed to generation are the rows it loaded
         self.calls.append(from_text)
         if self.trainer is not None and self.trainer.saerl_sampler is not None:
             self.positions.append(self.trainer.saerl_sampler.position)
-        return [float(len(c)) for c in completions]
+        if self.reward is None:
+            out = [float(len(c)) for c in completions]
+        else:
+            out = [self.reward(i, trainer_state.global_step) for i in from_text]
+        self.rewards.append(out)
+        return out
 
 
 def grpo_args(output_dir, **overrides):
@@ -229,15 +241,17 @@ def grpo_args(output_dir, **overrides):
     return GRPOConfig(**kwargs)
 
 
-def train(tokenizer, dataset, curriculum, output_dir, resume=None, **overrides):
-    recorder = Recorder(dataset)
+def train(tokenizer, dataset, curriculum, output_dir, resume=None, *, reward=None, extra_rewards=(), feedback=None,
+          **overrides):
+    recorder = Recorder(dataset, reward)
     trainer = make_trl_trainer(
         make_tiny_llama(len(tokenizer)),
-        recorder,
+        [recorder, *extra_rewards] if extra_rewards else recorder,
         grpo_args(output_dir, **overrides),
         dataset,
         curriculum=curriculum,
         processing_class=tokenizer,
+        feedback=feedback,
     )
     recorder.trainer = trainer
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
@@ -341,3 +355,209 @@ def test_checkpoint_inside_a_chunk_warns_and_regenerates_that_chunk(tmp_path, to
         _, resumed = train(tokenizer, dataset, curriculum, tmp_path / "resume", resume=tmp_path / "run" / "checkpoint-2", **layout)
     # TRL generates again for the interrupted chunk, then continues the order
     assert resumed.calls == [full.calls[0]] + full.calls[1:]
+
+
+# ---------------------------------------------------------------- online feedback
+
+
+FEEDBACK = dict(prior_strength=1.0, cluster_rate=0.5, memory=0.5)
+
+
+class RecordingFeedback(OnlineFeedback):
+    """OnlineFeedback that logs each update and checks it leaves the chunks already drawn alone."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.log: list[dict] = []
+
+    def update(self, sampler, indices, rewards):
+        drawn = sampler._cursor // sampler.batch_size
+        before = sampler.global_batches()
+        super().update(sampler, indices, rewards)
+        assert sampler.global_batches()[:drawn] == before[:drawn]
+        self.log.append(
+            {"indices": np.asarray(indices).tolist(), "rewards": np.asarray(rewards, dtype=float).tolist(),
+             "drawn": drawn, "epoch": sampler.epoch}
+        )
+
+
+def drifting_reward(index, step):
+    """Pass values that ignore the probe and change every step.
+
+    Odd prompts go unscored (None) in epoch 0 (steps 0-4 with one chunk per step): in epoch 1 they have no
+    observations of their own, so each update moves them against their cluster's observed prompts and
+    re-sorts the chunks not drawn yet (among prompts observed equally often a cluster offset changes nothing).
+    """
+    if step < 5 and index % 2:
+        return None
+    return ((3 * index + 6 * step) % 11) / 10
+
+
+def scored(rollouts, rewards):
+    """The rollouts and rewards that feedback gets: unscored (None) ones left out."""
+    kept = [(i, r) for i, r in zip(rollouts, rewards) if r is not None]
+    return [i for i, _ in kept], [r for _, r in kept]
+
+
+def simulate(curriculum, reward, *, chunk, num_generations, chunks, steps_per_chunk, ahead):
+    """The generation calls of a feedback run, replayed on a plain SaeRLSampler (its own iterator and cursor).
+
+    Chunk k's rewards (at global step ``k * steps_per_chunk``) are fed back once the epoch's chunks up to
+    ``k + ahead`` are drawn; ``reward`` may return None (left out, as TRL's unscored completions).
+    """
+    sampler = curriculum.sampler(batch_size=chunk, drop_last=True, feedback=OnlineFeedback(gather=False, **FEEDBACK))
+    per_epoch = len(sampler) // chunk
+    calls = []
+    for epoch in itertools.count():
+        sampler.set_epoch(epoch)
+        items, drawn = iter(sampler), []
+        for k in range(per_epoch):
+            while len(drawn) < min(k + 1 + ahead, per_epoch):
+                drawn.append(list(itertools.islice(items, chunk)))
+            rollouts = [i for i in drawn[k] for _ in range(num_generations)]
+            calls.append(rollouts)
+            sampler.update(*scored(rollouts, [reward(i, (len(calls) - 1) * steps_per_chunk) for i in rollouts]))
+            if len(calls) == chunks:
+                return calls
+
+
+def test_repeat_sampler_draws_chunks_lazily_from_the_live_plan():
+    curriculum = make_curriculum()
+    feedback = OnlineFeedback(gather=False, **FEEDBACK)
+    sampler = SaeRLRepeatSampler.from_curriculum(
+        curriculum, num_generations=2, generation_batch_size=4, steps_per_generation=2, feedback=feedback
+    )
+    per_chunk = 2 * 2 * 2  # chunk * num_generations * repeat_count
+    got = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        items = iter(sampler)
+        for k in range(sampler.chunks_per_epoch):
+            block = list(itertools.islice(items, per_chunk))
+            assert sampler.saerl.state_dict()["cursor"] == (k + 1) * 2  # the drawn chunk is marked handed out
+            assert block == [i for i in sampler.drawn_chunks[k] for _ in range(2)] * 2
+            rollouts = [i for i in sampler.drawn_chunks[k] for _ in range(2)]
+            got.append(rollouts)
+            sampler.saerl.update(*scored(rollouts, [drifting_reward(i, len(got) - 1) for i in rollouts]))
+    assert got == simulate(curriculum, drifting_reward, chunk=2, num_generations=2, chunks=len(got),
+                           steps_per_chunk=1, ahead=0)
+    assert got != expected_generations(curriculum, 2, 2, epochs=(0, 1))
+
+
+def test_ranks_draw_chunks_in_step_so_feedback_keeps_them_identical():
+    # As GRPOTrainer on 2 ranks: every rank draws the global sequence through accelerate's sharding and, at
+    # each generation, feeds the whole chunk's (TRL-gathered) rewards without gathering again. The ranks'
+    # cursors must agree at every batch, so the same update re-plans the same chunks everywhere.
+    processes, per_device, steps_per_gen, num_gen = 2, 2, 2, 2
+    curriculum = make_curriculum()
+    traces, states = [], []
+    for rank in range(processes):
+        sampler = SaeRLRepeatSampler.from_curriculum(
+            curriculum, num_generations=num_gen, generation_batch_size=per_device * processes * steps_per_gen,
+            steps_per_generation=steps_per_gen, feedback=OnlineFeedback(gather=False, **FEEDBACK),
+        )
+        loader = DataLoader(list(range(N_PROMPTS)), batch_size=per_device * steps_per_gen, sampler=sampler)
+        loader = prepare_data_loader(
+            loader, num_processes=processes, process_index=rank, put_on_device=False, rng_types=["generator"]
+        )
+        trace, step = [], 0
+        for epoch in range(3):
+            loader.set_epoch(epoch)
+            for b, _ in enumerate(loader):
+                trace.append(sampler.saerl.state_dict()["cursor"])
+                if b % steps_per_gen == 0:  # TRL generates for chunk b // steps_per_gen
+                    rollouts = [i for i in sampler.drawn_chunks[b // steps_per_gen] for _ in range(num_gen)]
+                    sampler.saerl.update(*scored(rollouts, [drifting_reward(i, step) for i in rollouts]))
+                    step += 1
+        traces.append(trace)
+        states.append(sampler.saerl.state_dict())
+    assert traces[0] == traces[1] and len(traces[0]) == 3 * 2 * steps_per_gen
+    assert states[0] == states[1] and states[0]["feedback"]["n_updates"] == 6
+
+
+def test_feedback_gets_trls_rewards_with_the_dataset_indices(tmp_path, tokenizer, dataset):
+    # GA 1, steps_per_generation 2: chunks of 2 prompts, 2 steps each; two reward functions weighted 1 and 0.5,
+    # both silent (None) on prompts 0, 4, 8, 12, whose completions are then left out of the feedback.
+    def reward(index, step):
+        return None if index % 4 == 0 else ((5 * index + step) % 7) / 6
+
+    def parity(completions, idx, **kwargs):
+        return [None if i % 4 == 0 else float(i % 2) for i in idx]
+
+    curriculum = make_curriculum()
+    feedback = RecordingFeedback(gather="auto", **FEEDBACK)
+    trainer, rec = train(tokenizer, dataset, curriculum, tmp_path / "run", reward=reward, extra_rewards=[parity],
+                         feedback=feedback, reward_weights=[1.0, 0.5], gradient_accumulation_steps=1,
+                         steps_per_generation=2, max_steps=14)
+    assert feedback.gather is False  # TRL already gathered the rewards: the trainer switched the feedback's off
+    assert len(feedback.log) == len(rec.calls) == 7  # one update per generation, epoch 0's 5 chunks + 2
+    for k, (update, call, rewards) in enumerate(zip(feedback.log, rec.calls, rec.rewards)):
+        indices, weighted = scored(call, [None if r is None else r + 0.5 * (i % 2) for i, r in zip(call, rewards)])
+        assert update["indices"] == indices
+        assert update["rewards"] == pytest.approx(weighted)
+        # horizon: chunk k's rewards arrive before chunk k + 1 is drawn (R = 2 batches per chunk, GA = 1)
+        assert update["drawn"] == k % 5 + 1
+    assert rec.calls == simulate(curriculum, reward, chunk=2, num_generations=2, chunks=7, steps_per_chunk=2, ahead=0)
+    assert trainer.saerl_sampler.saerl.feedback is feedback
+
+
+FEEDBACK_LAYOUT = dict(gradient_accumulation_steps=2, max_steps=12, save_strategy="steps", save_steps=3)
+
+
+@pytest.fixture(scope="module")
+def feedback_run(tmp_path_factory, tokenizer, dataset):
+    """12 steps with feedback and the default steps_per_generation == GA == 2: one chunk per step, 5 per epoch."""
+    run_dir = tmp_path_factory.mktemp("feedback") / "run"
+    feedback = RecordingFeedback(**FEEDBACK)
+    _, rec = train(tokenizer, dataset, make_curriculum(), run_dir, reward=drifting_reward, feedback=feedback,
+                   **FEEDBACK_LAYOUT)
+    return run_dir, rec, feedback
+
+
+def test_feedback_reorders_chunks_drawn_after_the_prefetch_horizon(feedback_run):
+    _, rec, feedback = feedback_run
+    curriculum = make_curriculum()
+    assert len(rec.calls) == 12
+    # horizon: when chunk k's rewards arrive, chunk k + 1 is drawn already (capped at the epoch's 5 chunks)
+    assert [update["drawn"] for update in feedback.log] == [min(k % 5 + 2, 5) for k in range(12)]
+    replay = dict(chunk=2, num_generations=2, chunks=12, steps_per_chunk=1)
+    assert rec.calls == simulate(curriculum, drifting_reward, ahead=1, **replay)
+    # the horizon matters here: feeding chunk k back before chunk k + 1 is drawn would give another order,
+    # and so would chunks fixed at the start of each pass (feedback then never reaches the current epoch)
+    assert rec.calls != simulate(curriculum, drifting_reward, ahead=0, **replay)
+    assert rec.calls != simulate(curriculum, drifting_reward, ahead=5, **replay)
+    # ... and the feedback moved the order away from the offline one
+    offline = expected_generations(curriculum, 2, 2, epochs=(0, 1, 2))[:12]
+    assert rec.calls[5:] != offline[5:]
+
+
+@pytest.mark.parametrize("step", [3, 6])
+def test_feedback_resumes_exactly(feedback_run, tmp_path, tokenizer, dataset, step):
+    run_dir, full, full_feedback = feedback_run
+    checkpoint = run_dir / f"checkpoint-{step}"
+    assert "feedback" in read_json(checkpoint / STATE_NAME)["saerl"]
+    feedback = RecordingFeedback(**FEEDBACK)
+    _, resumed = train(tokenizer, dataset, make_curriculum(), tmp_path / "resume", resume=checkpoint,
+                       reward=drifting_reward, feedback=feedback, **FEEDBACK_LAYOUT)
+    assert resumed.calls == full.calls[step:]
+    assert feedback.log == full_feedback.log[step:]
+    assert feedback.state_dict() == full_feedback.state_dict()
+
+
+def test_feedback_refuses_loaders_it_cannot_reach(tmp_path):
+    from datasets import Dataset
+
+    curriculum = make_curriculum()
+    data = Dataset.from_dict({"prompt": ["a"] * N_PROMPTS})
+    # all checked before the model is set up (model=None would fail inside GRPOTrainer)
+    with pytest.raises(ValueError, match="dataloader_num_workers=0"):
+        SaeRLGRPOTrainer(model=None, args=grpo_args(tmp_path, dataloader_num_workers=2), train_dataset=data,
+                         curriculum=curriculum, feedback=OnlineFeedback())
+    with pytest.raises(ValueError, match="dispatch_batches"):
+        SaeRLGRPOTrainer(model=None, args=grpo_args(tmp_path, accelerator_config={"dispatch_batches": True}),
+                         train_dataset=data, curriculum=curriculum, feedback=OnlineFeedback())
+    with pytest.raises(ValueError, match="feedback=..."):
+        SaeRLGRPOTrainer(model=None, train_dataset=data, curriculum=curriculum,
+                         saerl_overrides={"feedback": OnlineFeedback()})
+    with pytest.raises(TypeError, match="OnlineFeedback"):
+        SaeRLGRPOTrainer(model=None, train_dataset=data, curriculum=curriculum, feedback={"prior_strength": 1})

@@ -38,9 +38,52 @@ one batch further ahead, so with the default ``steps_per_generation ==
 gradient_accumulation_steps`` the next chunk's indices are drawn before the
 current chunk's completions and rewards exist; ``dataloader_num_workers > 0``
 draws ``prefetch_factor * num_workers`` batches further still. The static
-SaeRL order is unaffected, but any future feedback from rewards to the order
-could only reach chunks drawn after that horizon (there is no such feedback
-option today).
+SaeRL order does not mind; online feedback does (next section).
+
+Online feedback (off by default). With ``feedback=``
+:class:`~saerl_zoo.feedback.OnlineFeedback` the rewards TRL computes for each
+chunk go back to the SaeRL sampler (``SaeRLSampler.update``), which re-plans
+what it has not handed out yet (see :mod:`saerl_zoo.feedback`):
+
+* *Lazy chunks.* :class:`SaeRLRepeatSampler` reads each chunk from the SaeRL
+  sampler's live plan only when the loader asks for the chunk's first index,
+  and advances the SaeRL cursor past it then; so an update re-plans exactly
+  the chunks not drawn yet and never one being trained. (How much an update
+  moves them is up to :mod:`saerl_zoo.feedback`: within an epoch it re-sorts
+  prompts observed unequally often; the full effect comes with the next
+  epoch's plan.)
+* *Which rewards, which prompts.* ``_calculate_rewards`` returns the rewards
+  of the whole chunk, already gathered across ranks by TRL, in rank order,
+  which is the chunk's layout: each of its prompts ``num_generations`` times
+  in a row. The trainer counts the per-rank loader batches it trains on
+  (``_prepare_inputs``; after a resume starting from the batches TRL skipped),
+  so it knows the chunk (``batch // (steps_per_generation *
+  num_iterations)``) that TRL generates for and takes its indices from the
+  sampler's record of drawn chunks. The reward fed back is the
+  ``reward_weights``-weighted sum of the reward functions' raw outputs (before
+  TRL's group normalisation), mapped to pass values by the feedback's
+  ``reward_range``; completions no reward function scored (all ``None``) are
+  left out.
+* *Ranks.* Every rank gets the same gathered rewards and draws the same
+  global sequence (accelerate's batch sharding draws a whole group of ranks'
+  batches before any rank yields), so every rank applies the same update at
+  the same cursor; the trainer therefore switches the feedback's own
+  ``gather`` off, which would count each rollout once per rank.
+* *Horizon.* Write ``R = steps_per_generation * num_iterations`` (per-rank
+  batches per chunk) and ``GA = gradient_accumulation_steps``. TRL generates
+  for chunk ``k`` at its first batch ``kR`` of the epoch; by then the trainer
+  has fetched the optimiser step's batches up to ``(floor(kR / GA) + 1) * GA
+  - 1`` and accelerate one more, so the chunks up to ``B = floor((floor(kR /
+  GA) + 1) * GA / R)`` are drawn (at most the epoch's last) and chunk ``k``'s
+  rewards first change chunk ``B + 1``: chunk ``k + 2`` with the default
+  ``steps_per_generation == gradient_accumulation_steps``
+  (``num_iterations=1``), chunk ``k + 1`` when ``R`` is a larger multiple of
+  ``GA``. The last chunks' rewards of an epoch act on the next epoch's plan,
+  which is made when its first chunk is drawn. (A resume mid-chunk shifts
+  TRL's generation to the batch training resumes at, later in the chunk.)
+  Worker processes would draw further ahead, on copies of the sampler that
+  feedback never reaches, so ``dataloader_num_workers`` must be 0; and
+  ``dispatch_batches=True`` draws on rank 0 only, so it is refused too.
 
 Checkpoints. ``_save_checkpoint`` writes ``saerl_sampler_state.json`` into each
 checkpoint: the SaeRL epoch, the cursor of the last fully trained chunk
@@ -53,7 +96,12 @@ instead the saved state sets the epoch (accelerate does not forward
 ``set_epoch`` through its skipping wrapper on several ranks) and must agree
 with the position TRL's skip lands on, else resuming raises. With
 ``ignore_data_skip=True`` TRL restarts the epoch from its first chunk and the
-SaeRL order does the same.
+SaeRL order does the same. With online feedback the state also carries the
+feedback's estimates and the epoch's current plan (whose drawn chunks are
+frozen), so replaying the epoch yields the chunks trained before the
+checkpoint and continues exactly as the uninterrupted run would. A checkpoint
+inside a chunk (see the warning) has TRL generate that chunk again, and its
+rewards are then fed back a second time.
 
 ``args.shuffle_dataset`` and ``args.seed`` do not affect the training order:
 the curriculum's own seed does. Iterable datasets are refused, because TRL
@@ -71,12 +119,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch.utils.data import IterableDataset as TorchIterableDataset
 from torch.utils.data import Sampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from saerl_zoo.curriculum import Curriculum
+from saerl_zoo.feedback import OnlineFeedback
 from saerl_zoo.sampler import SaeRLSampler
 from saerl_zoo.storage import read_json, write_json
 
@@ -124,10 +175,14 @@ class SaeRLRepeatSampler(Sampler[int]):
 
     ``saerl`` must be a one-replica :class:`SaeRLSampler` whose batch size is
     the chunk size ``batch_size``: each SaeRL global batch becomes one chunk.
-    The epoch follows :meth:`set_epoch` (the trainer and accelerate call it);
-    the SaeRL sampler's own cursor is not used, so each iteration yields the
-    whole epoch. ``position`` counts the indices handed out in the current
-    pass, prefetching included (a diagnostic, not a resume point).
+    The epoch follows :meth:`set_epoch` (the trainer and accelerate call it)
+    and each iteration yields the whole epoch. Chunks are read from the SaeRL
+    plan one at a time, when their first index is requested, and the SaeRL
+    cursor is moved past each chunk as it is drawn: with online feedback an
+    update then re-plans only chunks not drawn yet (without feedback the plan
+    is fixed and this changes nothing). ``drawn_chunks`` records the chunks
+    of the current pass in drawing order and ``position`` counts the indices
+    handed out, prefetching included (diagnostics, not resume points).
     """
 
     def __init__(self, saerl: SaeRLSampler, *, mini_repeat_count: int, batch_size: int, repeat_count: int = 1) -> None:
@@ -146,6 +201,7 @@ class SaeRLRepeatSampler(Sampler[int]):
             )
         self.saerl = saerl
         self.position = 0
+        self.drawn_chunks: list[list[int]] = []
 
     @classmethod
     def from_curriculum(
@@ -161,7 +217,8 @@ class SaeRLRepeatSampler(Sampler[int]):
         """The sampler ``GRPOTrainer`` needs, from its config values and the curriculum.
 
         ``overrides`` go to :meth:`Curriculum.sampler` (e.g. ``mixing``,
-        ``seed``); the batch size, replicas and ``drop_last`` are set here.
+        ``seed``, ``feedback``); the batch size, replicas and ``drop_last``
+        are set here.
         """
         _check_count(num_generations, "num_generations")
         _check_count(generation_batch_size, "generation_batch_size")
@@ -204,7 +261,10 @@ class SaeRLRepeatSampler(Sampler[int]):
         return len(self.saerl) // self.batch_size
 
     def chunks(self) -> list[list[int]]:
-        """This epoch's chunks of unique prompts, in training order (short chunk dropped)."""
+        """This epoch's chunks of unique prompts, in training order (short chunk dropped).
+
+        With online feedback this is the plan as it stands: chunks not drawn yet may still change.
+        """
         return [batch for batch in self.saerl.global_batches() if len(batch) == self.batch_size]
 
     def order(self) -> list[int]:
@@ -219,9 +279,22 @@ class SaeRLRepeatSampler(Sampler[int]):
             "chunks_per_epoch": self.chunks_per_epoch,
         }
 
+    def _feedback_version(self) -> int | None:
+        feedback = self.saerl.feedback
+        return None if feedback is None else feedback.version
+
     def __iter__(self) -> Iterator[int]:
         self.position = 0
-        for chunk in self.chunks():
+        self.drawn_chunks = []
+        chunks, version = self.chunks(), self._feedback_version()
+        for k in range(self.chunks_per_epoch):
+            if self._feedback_version() != version:  # feedback re-planned the chunks not drawn yet
+                chunks, version = self.chunks(), self._feedback_version()
+            chunk = chunks[k]
+            # Chunk k is handed out from here on: the SaeRL cursor tells feedback to leave it (and all
+            # before it) alone. SaeRLSampler has no public setter; its own __iter__ moves it the same way.
+            self.saerl._cursor = (k + 1) * self.batch_size
+            self.drawn_chunks.append(chunk)
             for _ in range(self.repeat_count):
                 for index in chunk:
                     for _ in range(self.mini_repeat_count):
@@ -262,6 +335,22 @@ def _check_dataset(dataset: Any, curriculum: Curriculum) -> None:
         )
 
 
+def _check_feedback_loader(args: Any) -> None:
+    """Online feedback needs the sampler drawn in the training process, on every rank."""
+    workers = getattr(args, "dataloader_num_workers", 0) if args is not None else 0
+    if workers:
+        raise ValueError(
+            f"online feedback needs dataloader_num_workers=0 (got {workers}): worker processes draw the SaeRL order "
+            "ahead on their own copies of the sampler, which the rewards never reach, so feedback would be lost"
+        )
+    config = getattr(args, "accelerator_config", None)
+    if getattr(config, "dispatch_batches", None):
+        raise ValueError(
+            "online feedback needs dispatch_batches off: with it only rank 0 draws the SaeRL order, so the ranks' "
+            "samplers would apply the same feedback at different positions and drift apart"
+        )
+
+
 class SaeRLGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose prompts reach generation in SaeRL order.
 
@@ -272,6 +361,13 @@ class SaeRLGRPOTrainer(GRPOTrainer):
     ``rotate``, ``seed``). Only ``_get_train_sampler`` changes the training
     order; ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` keep the
     SaeRL position with each checkpoint (see the module docstring).
+
+    ``feedback`` (an :class:`~saerl_zoo.feedback.OnlineFeedback`, default
+    ``None``: the offline order) feeds each chunk's rewards back to the
+    sampler through ``_prepare_inputs`` / ``_calculate_rewards``; it needs
+    ``dataloader_num_workers=0``, and its ``gather`` is switched off because
+    TRL already gathers the rewards (see "Online feedback" in the module
+    docstring).
     """
 
     def __init__(
@@ -279,6 +375,7 @@ class SaeRLGRPOTrainer(GRPOTrainer):
         *args: Any,
         curriculum: Curriculum | str | os.PathLike[str],
         saerl_overrides: dict[str, Any] | None = None,
+        feedback: OnlineFeedback | None = None,
         **kwargs: Any,
     ) -> None:
         self.saerl_curriculum = _as_curriculum(curriculum)
@@ -286,24 +383,39 @@ class SaeRLGRPOTrainer(GRPOTrainer):
         reserved = _RESERVED & self.saerl_overrides.keys()
         if reserved:
             raise ValueError(f"the TRL adapter sets {sorted(reserved)} itself; do not override them")
+        if "feedback" in self.saerl_overrides:
+            raise ValueError("pass online feedback as feedback=..., not in saerl_overrides: the trainer feeds it the rewards")
+        if feedback is not None and not isinstance(feedback, OnlineFeedback):
+            raise TypeError(f"feedback must be an OnlineFeedback or None, got {type(feedback).__name__}")
+        self.saerl_feedback = feedback
         self.saerl_sampler: SaeRLRepeatSampler | None = None
         self._saerl_warned_partial = False
-        # Fail before the model is set up when the dataset cannot match.
+        self._saerl_batch = 0  # per-rank loader batches of the current pass trained on (feedback only)
+        self._saerl_chunk: int | None = None  # the pass's chunk that the current batch belongs to
+        # Fail before the model is set up when the dataset or the loader cannot match.
         bound = inspect.signature(GRPOTrainer.__init__).bind_partial(None, *args, **kwargs)
         _check_dataset(bound.arguments.get("train_dataset"), self.saerl_curriculum)
+        if feedback is not None:
+            _check_feedback_loader(bound.arguments.get("args"))
+            # TRL hands every rank the gathered rewards of all ranks; gathering again would count each rollout
+            # once per rank.
+            feedback.gather = False
         super().__init__(*args, **kwargs)
         _check_dataset(self.train_dataset, self.saerl_curriculum)
         if self.train_dataset is not None:
             self._build_saerl_sampler()  # validate chunk size against the curriculum now, not at train()
 
     def _build_saerl_sampler(self) -> SaeRLRepeatSampler:
+        overrides = dict(self.saerl_overrides)
+        if self.saerl_feedback is not None:
+            overrides["feedback"] = self.saerl_feedback  # a rebuilt sampler continues the same feedback state
         return SaeRLRepeatSampler.from_curriculum(
             self.saerl_curriculum,
             num_generations=self.num_generations,
             generation_batch_size=self.args.generation_batch_size,
             steps_per_generation=self.args.steps_per_generation,
             num_iterations=self.num_iterations,
-            **self.saerl_overrides,
+            **overrides,
         )
 
     def _get_train_sampler(self, dataset: Any = None) -> Sampler:
@@ -311,8 +423,45 @@ class SaeRLGRPOTrainer(GRPOTrainer):
         if dataset is None:
             dataset = self.train_dataset
         _check_dataset(dataset, self.saerl_curriculum)
+        if self.saerl_feedback is not None:
+            _check_feedback_loader(self.args)
         self.saerl_sampler = self._build_saerl_sampler()
+        self._saerl_batch = 0  # a new loader starts a new pass; a resume moves this to TRL's skip
         return self.saerl_sampler
+
+    def _prepare_inputs(self, generation_batch: Any) -> Any:
+        # Count the per-rank loader batches in the order training consumes them: TRL generates for (at most)
+        # the one batch it is handed here, and that batch lies in chunk `batch // repeat_count` of the pass.
+        if self.saerl_feedback is not None and self.model.training and self.saerl_sampler is not None:
+            sampler = self.saerl_sampler
+            self._saerl_chunk = self._saerl_batch // sampler.repeat_count
+            self._saerl_batch = (self._saerl_batch + 1) % (sampler.chunks_per_epoch * sampler.repeat_count)
+        return super()._prepare_inputs(generation_batch)
+
+    def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> torch.Tensor:
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.saerl_feedback is not None and self.model.training:
+            self._saerl_feed(rewards_per_func)
+        return rewards_per_func
+
+    def _saerl_feed(self, rewards_per_func: torch.Tensor) -> None:
+        """Give the SaeRL sampler the rewards of the chunk being generated (all ranks', in rank order)."""
+        sampler = self.saerl_sampler
+        chunk = self._saerl_chunk
+        if sampler is None or chunk is None or chunk >= len(sampler.drawn_chunks):
+            raise RuntimeError(
+                f"online feedback lost track of the chunk being generated (chunk {chunk}, "
+                f"{0 if sampler is None else len(sampler.drawn_chunks)} drawn): rewards cannot be matched to prompts"
+            )
+        indices = np.repeat(np.asarray(sampler.drawn_chunks[chunk], dtype=np.int64), self.num_generations)
+        if len(indices) != rewards_per_func.shape[0]:
+            raise RuntimeError(
+                f"got {rewards_per_func.shape[0]} rewards for a chunk of {len(indices)} rollouts "
+                f"({len(sampler.drawn_chunks[chunk])} prompts x {self.num_generations} generations)"
+            )
+        scored = ~torch.isnan(rewards_per_func).all(dim=1)
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+        sampler.saerl.update(indices[scored.cpu().numpy()], rewards[scored].cpu())
 
     def _saerl_position(self, global_step: int) -> dict[str, int]:
         """Where ``global_step`` finished optimiser steps leave the data, by the trainer's own arithmetic.
@@ -386,12 +535,14 @@ class SaeRLGRPOTrainer(GRPOTrainer):
         here = self._saerl_position(self.state.global_step)
         path = Path(checkpoint) / STATE_NAME
         if not path.is_file():
+            lost = " (the online feedback state is lost)" if self.saerl_feedback is not None else ""
             warnings.warn(
                 f"{path} is missing (checkpoint not written by SaeRLGRPOTrainer?): resuming the SaeRL order at "
-                f"epoch {here['epoch']}, chunk {here['chunk']} from the trainer's step count alone",
+                f"epoch {here['epoch']}, chunk {here['chunk']} from the trainer's step count alone{lost}",
                 stacklevel=2,
             )
             sampler.saerl.set_epoch(here["epoch"])
+            self._saerl_skip_to(here)
             return
         saved = read_json(path)
         if saved.get("format") != _STATE_FORMAT:
@@ -422,6 +573,12 @@ class SaeRLGRPOTrainer(GRPOTrainer):
                 f"{ {k: saved[k] for k in keys} } (gradient_accumulation_steps changed?): resuming would not "
                 "continue the SaeRL order"
             )
+        self._saerl_skip_to(here)
+
+    def _saerl_skip_to(self, here: dict[str, int]) -> None:
+        """Start the batch count where TRL's ``skip_first_batches`` starts training."""
+        assert self.saerl_sampler is not None
+        self._saerl_batch = here["chunk"] * self.saerl_sampler.repeat_count + here["partial_micro_batches"]
 
 
 def make_trl_trainer(
@@ -432,12 +589,15 @@ def make_trl_trainer(
     *,
     curriculum: Curriculum | str | os.PathLike[str],
     saerl_overrides: dict[str, Any] | None = None,
+    feedback: OnlineFeedback | None = None,
     **grpo_kwargs: Any,
 ) -> SaeRLGRPOTrainer:
     """``GRPOTrainer(model, reward_funcs, args, train_dataset, **grpo_kwargs)`` drawing prompts in SaeRL order.
 
     ``curriculum`` is a :class:`~saerl_zoo.curriculum.Curriculum` or the
     directory it was saved to; it must score exactly ``train_dataset``'s rows.
+    ``feedback`` turns on online reward feedback (off by default; see
+    :class:`SaeRLGRPOTrainer`).
     """
     return SaeRLGRPOTrainer(
         model=model,
@@ -446,5 +606,6 @@ def make_trl_trainer(
         train_dataset=train_dataset,
         curriculum=curriculum,
         saerl_overrides=saerl_overrides,
+        feedback=feedback,
         **grpo_kwargs,
     )
