@@ -204,10 +204,61 @@ def curriculum(prompts, out, model_path, sae_path, layer, gguf_file, device, tru
     click.echo(f"report: {report['markdown']}, plot: {report['plot']}")
 
 
+def _csv(kind):
+    def parse(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return tuple(kind(v) for v in value.split(",") if v.strip())
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from err
+
+    return parse
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/reproduce"), show_default=True,
+              help="Runs, checkpoints and the report go here; rerunning the same command resumes.")
+@click.option("--quick", is_flag=True, help="Every arm, 2 seeds, a few steps: a smoke test of the whole pipeline (minutes).")
+@click.option("--arms", callback=_csv(str), help="Comma-separated subset of arms (default: all; 'vanilla' is required).")
+@click.option("--seeds", callback=_csv(int), help="Comma-separated RL seeds. Default: 0,1,2.")
+@click.option("--steps", "num_steps", type=int, help="GRPO steps per run.")
+@click.option("--prompts-per-step", type=int)
+@click.option("--group-size", type=int)
+@click.option("--lr", type=float)
+@click.option("--eval-every", type=int)
+@click.option("--n-eval", type=int, help="Held-out clean problems (stratified by family and level).")
+@click.option("--policy", help="Train this model instead of the embedded policy (scorer transfer: the embedded model still scores).")
+@click.option("--device", help="Device for the runs, e.g. cuda.")
+@click.option("--jobs", type=int, help="Runs in parallel (processes, one torch thread each).")
+def reproduce(out, quick, **overrides):
+    """SaeRL vs vanilla GRPO, ablations and baselines on the embedded task; writes report.md/json + plots to --out.
+
+    Arms: vanilla, saerl, each component alone and saerl without each, the
+    true-difficulty oracle, random filtering of the same fraction, saerl on
+    raw activations, an online pass-rate filter (DAPO oversampling), and
+    vanilla / saerl with Dr. GRPO. Interrupted runs resume from checkpoints.
+    """
+    from saerl_zoo.reproduce import QUICK, ReproConfig, run_reproduction
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    config = ReproConfig(out_dir=str(out), **{**(QUICK if quick else {}), **given})
+    flags = {"num_steps": "steps"}
+    command = " ".join(["saerl-zoo reproduce", f"--out {out}", *(["--quick"] if quick else []),
+                        *(f"--{flags.get(k, k).replace('_', '-')} {','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                          for k, v in given.items())])
+    report = run_reproduction(config, command=command)
+    arms = report["arms"]
+    click.echo(f"SaeRL {arms['saerl']['final_mean']:.3f} vs vanilla {arms['vanilla']['final_mean']:.3f} final accuracy"
+               if "saerl" in arms else f"vanilla final accuracy {arms['vanilla']['final_mean']:.3f}")
+    click.echo(f"report: {out / 'report.md'}")
+
+
 def _register_zoo_commands() -> None:
+    from saerl_zoo.transfer.cli import COMMANDS as TRANSFER_COMMANDS
     from saerl_zoo.zoo.cli import COMMANDS
 
-    for command in COMMANDS:
+    for command in (*COMMANDS, *TRANSFER_COMMANDS):
         main.add_command(command)
 
 

@@ -294,7 +294,7 @@ class OnlineFeedback:
         low, high = self.reward_range
         passes = np.clip((values - low) / (high - low), 0.0, 1.0)
 
-        parts = gather((idx.tolist(), passes.tolist(), sampler._cursor), enabled=self.gather, group=self.group)
+        parts = gather((idx.tolist(), passes.tolist(), sampler.cursor), enabled=self.gather, group=self.group)
         idx = np.asarray([i for part in parts for i in part[0]], dtype=np.int64)
         passes = np.asarray([q for part in parts for q in part[1]], dtype=np.float64)
         cursor = max(part[2] for part in parts)

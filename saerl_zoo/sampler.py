@@ -351,6 +351,18 @@ class SaeRLSampler(Sampler[int]):
     def _feedback_version(self) -> int | None:
         return None if self.feedback is None else self.feedback.version
 
+    @property
+    def cursor(self) -> int:
+        """Indices of this epoch's order handed out so far (online feedback re-plans only the rest)."""
+        return self._cursor
+
+    @cursor.setter
+    def cursor(self, position: int) -> None:
+        # For wrappers that hand out the order in their own units (TRL's repeated chunks).
+        if not 0 <= position <= len(self):
+            raise ValueError(f"cursor must be in [0, {len(self)}], got {position}")
+        self._cursor = int(position)
+
     def __iter__(self) -> Iterator[int]:
         order, version = self.order(), self._feedback_version()
         for position in range(self._cursor, len(order)):

@@ -292,8 +292,8 @@ class SaeRLRepeatSampler(Sampler[int]):
                 chunks, version = self.chunks(), self._feedback_version()
             chunk = chunks[k]
             # Chunk k is handed out from here on: the SaeRL cursor tells feedback to leave it (and all
-            # before it) alone. SaeRLSampler has no public setter; its own __iter__ moves it the same way.
-            self.saerl._cursor = (k + 1) * self.batch_size
+            # before it) alone, as SaeRLSampler's own __iter__ does index by index.
+            self.saerl.cursor = (k + 1) * self.batch_size
             self.drawn_chunks.append(chunk)
             for _ in range(self.repeat_count):
                 for index in chunk:
