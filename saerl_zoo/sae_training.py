@@ -90,12 +90,14 @@ def train_sae(
 def block_outputs(model: Any, layer: int, rows: list[list[int]], pad_id: int, exclude_ids: tuple[int, ...] = (),
                   batch_size: int = 256) -> torch.Tensor:
     """Output of block ``layer`` (read the way the featurizer reads it) for
-    every real token of ``rows``: pads and ``exclude_ids`` (e.g. BOS) dropped."""
+    every real token of ``rows``: pads and ``exclude_ids`` (e.g. BOS) dropped.
+    Computed on the model's device (a GPU model is not copied back to the CPU)."""
     from saerl_zoo.featurize import residual_stream
 
+    device = next(model.parameters()).device
     acts = []
     for start in range(0, len(rows), batch_size):
-        x = torch.tensor(rows[start : start + batch_size])
+        x = torch.tensor(rows[start : start + batch_size], device=device)
         hidden = residual_stream(model, layer, x, (x != pad_id).long())
         keep = x != pad_id
         for token in exclude_ids:

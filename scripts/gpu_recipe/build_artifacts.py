@@ -1,0 +1,302 @@
+#!/usr/bin/env python
+"""Build the SaeRL artifacts of the GPU recipe: pool, pass-rate labels, SAE, probes, clusters, curriculum.
+
+Stages (each skipped when its output exists, each output written atomically,
+so a killed run continues where it stopped):
+
+  pool     the RL prompt pool from the recipe's dataset -> artifacts/pool.jsonl
+           (id, question, answer, prompt = the policy's text, sae_text = what the SAE reads)
+  labels   a seeded random subset of at most 10% of the pool; each prompt's pass rate over
+           k sampled rollouts scored by math_reward (vLLM when installed, else transformers)
+           -> artifacts/labels/pass_rates.jsonl (rollouts in resumable shards)
+  sae      --sae / sae.pretrained (any saerl_zoo.load_sae spec), or a TopK SAE trained with
+           sae-lens on the pool's sae_text at the recipe's layer -> artifacts/sae/ (+ sae_metrics.json
+           on held-out pool prompts)
+  probes   featurize the pool (cached shards), difficulty probe (ElasticNet on 1 - pass rate),
+           quality probe (if quality.labels), k-means clusters, the curriculum
+           -> artifacts/{difficulty_probe,quality_probe,clusters,curriculum}/
+
+On a GPU run the stages as separate processes (launch.sh does), so that vLLM's
+memory is returned before the next stage loads the model.
+
+Run:    python scripts/gpu_recipe/build_artifacts.py --out runs/gpu_recipe [--stage labels] [--sae SPEC]
+Smoke:  python scripts/gpu_recipe/build_artifacts.py --smoke --out /tmp/recipe-smoke   (CPU, tiny stand-ins)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import recipe_lib as lib  # noqa: E402
+
+STAGES = ("pool", "labels", "sae", "probes")
+MAX_LABEL_FRACTION = 0.10  # the paper labels at most 10% of the pool
+T = TypeVar("T")
+
+
+def log(message: str) -> None:
+    tqdm.write(f"[build_artifacts] {message}")
+
+
+# ---------------------------------------------------------------- pool
+
+
+def stage_pool(recipe: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+    """The pool as jsonl, prompts rendered once so training, labelling and the SAE read the same text."""
+    path = lib.artifacts(out) / "pool.jsonl"
+    if not path.exists():
+        spec, prompt = recipe["data"], recipe["prompt"]
+        fields = [spec["question_field"], spec["answer_field"]] + ([spec["id_field"]] if spec.get("id_field") else [])
+        rows = lib.load_table(spec, out, fields)
+        pool = []
+        for i in lib.subsample(len(rows), spec.get("max_prompts"), recipe["seed"]):
+            question = str(rows[i][spec["question_field"]]).strip()
+            if not question:
+                continue
+            pool.append({
+                "id": str(rows[i][spec["id_field"]]) if spec.get("id_field") else f"{i:06d}",
+                "question": question,
+                "answer": lib.reference(rows[i][spec["answer_field"]]),
+                "prompt": lib.fill(prompt["template"], question),
+                "sae_text": lib.fill(prompt["sae_template"], question),
+            })
+        lib.write_jsonl(path, pool)
+        log(f"pool: {len(pool)} prompts -> {path}")
+    return lib.read_jsonl(path)
+
+
+# ---------------------------------------------------------------- labels
+
+
+def labelled_rows(n: int, fraction: float, seed: int) -> list[int]:
+    """The labelled subset: a seeded random sample of ``fraction`` of the pool (at most 10%)."""
+    if not 0 < fraction <= MAX_LABEL_FRACTION:
+        raise ValueError(f"labels.fraction must be in (0, {MAX_LABEL_FRACTION}] (the paper labels at most 10%), got {fraction}")
+    return sorted(np.random.default_rng(seed).choice(n, size=max(1, int(fraction * n)), replace=False).tolist())
+
+
+def stage_labels(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]]) -> Path:
+    """Pass rates of the labelled subset, one resumable shard of rollouts at a time."""
+    from saerl_zoo.rewards import math_reward
+
+    final = lib.artifacts(out) / "labels" / "pass_rates.jsonl"
+    if final.exists():
+        return final
+    spec = recipe["labels"]
+    rows = labelled_rows(len(pool), spec["fraction"], recipe["seed"])
+    shards = [rows[s : s + spec["shard_size"]] for s in range(0, len(rows), spec["shard_size"])]
+    parts = final.parent / "shards"
+    generator: lib.Generator | None = None
+    for s, shard in enumerate(tqdm(shards, desc="pass rates", unit="shard")):
+        part = parts / f"shard-{s:05d}.jsonl"
+        if part.exists():
+            continue
+        if generator is None:  # loaded only if some shard is left to do
+            generator = lib.Generator(lib.model_dir(recipe, out), recipe["generation"], recipe["seed"])
+        completions = generator.generate([pool[i]["prompt"] for i in shard], n=spec["k"], temperature=spec["temperature"],
+                                         max_tokens=spec["max_tokens"], seed=recipe["seed"] + s)
+        lib.write_jsonl(part, [
+            {"id": pool[i]["id"], "pass_rate": float(np.mean([math_reward(c, pool[i]["answer"]) for c in texts])), "k": spec["k"]}
+            for i, texts in zip(shard, completions)
+        ])
+    labelled = [row for s in range(len(shards)) for row in lib.read_jsonl(parts / f"shard-{s:05d}.jsonl")]
+    lib.write_jsonl(final, labelled)
+    log(f"labels: {len(labelled)} pass rates ({len(labelled) / len(pool):.1%} of the pool), "
+        f"mean {np.mean([r['pass_rate'] for r in labelled]):.3f} -> {final}")
+    return final
+
+
+# ---------------------------------------------------------------- SAE
+
+
+def sae_source(recipe: dict[str, Any], out: Path, cli_sae: str | None) -> str:
+    """The SAE to featurize with: --sae, else sae.pretrained, else the one recorded by an earlier
+    invocation, else the one this script trains. A given SAE is recorded, so later stages need not repeat
+    --sae, and one that differs from the recorded SAE is refused (the artifacts would mix two SAEs)."""
+    from saerl_zoo.storage import read_json, write_json
+
+    record = lib.artifacts(out) / "sae_source.json"
+    recorded = read_json(record)["sae"] if record.exists() else None
+    given = cli_sae or recipe["sae"].get("pretrained")
+    if given and recorded and given != recorded:
+        raise ValueError(f"{record} says these artifacts use the SAE {recorded!r}, not {given!r}: use another --out")
+    if given and not recorded:
+        write_json(record, {"sae": given})
+    return given or recorded or str(lib.artifacts(out) / "sae")
+
+
+def stage_sae(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]], cli_sae: str | None) -> str:
+    """Train the recipe's SAE on the pool's sae_text unless one is given; report held-out metrics."""
+    source = sae_source(recipe, out, cli_sae)
+    final = lib.artifacts(out) / "sae"
+    if source != str(final) or final.exists():
+        return source
+    from transformers import AutoConfig, AutoTokenizer
+
+    from saerl_zoo.sae_training import sae_sequences, train_sae
+    from saerl_zoo.storage import write_json
+
+    spec, path = recipe["sae"], lib.model_dir(recipe, out)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    texts = [row["sae_text"] for row in pool]
+    order = np.random.default_rng(recipe["seed"]).permutation(len(texts))
+    heldout = [texts[i] for i in order[: spec["heldout_prompts"]]]
+    train = [texts[i] for i in order[spec["heldout_prompts"] :]]
+    excluded = sorted(set(tokenizer.all_special_ids))  # pads, and the sink token of the SAE text (see recipe.yaml)
+    log(f"sae: TopK k={spec['k']}, d_sae={spec['d_sae']} on model.layers.{spec['layer']}, {spec['training_tokens']:,} tokens "
+        f"from {len(train)} prompts")
+    started = time.time()
+    sae = train_sae(
+        path, sae_sequences(tokenizer, train, spec["context"]), layer=spec["layer"],
+        d_in=AutoConfig.from_pretrained(path).get_text_config().hidden_size, d_sae=spec["d_sae"], k=spec["k"],
+        training_tokens=spec["training_tokens"], exclude_token_ids=excluded, batch_tokens=spec["batch_tokens"],
+        lr=spec["lr"], arch=spec["arch"], store_batch_size_prompts=spec["store_batch_size_prompts"],
+        n_batches_in_buffer=spec["n_batches_in_buffer"], dataset_label=f"{recipe['data'].get('hub') or 'local pool'} sae_text",
+        device=spec["device"], seed=recipe["seed"],
+    )
+    with lib.atomic_dir(final) as tmp:
+        sae.save_inference_model(str(tmp))
+        metrics = heldout_metrics(recipe, out, tmp, tokenizer, heldout, excluded)
+        metrics["train_seconds"] = round(time.time() - started, 1)
+        write_json(tmp / "sae_metrics.json", metrics)
+    log(f"sae: held-out {metrics} -> {final}")
+    return source
+
+
+def heldout_metrics(recipe: dict[str, Any], out: Path, sae_dir: Path, tokenizer: Any, texts: list[str],
+                    excluded: list[int]) -> dict[str, Any]:
+    """L0, explained variance and dead fraction of the saved SAE on held-out pool prompts (pads and special tokens
+    left out, as in training)."""
+    from saerl_zoo.featurize import load_model
+    from saerl_zoo.sae_training import block_outputs, sae_sequences
+    from saerl_zoo.zoo.api import load_sae, sae_metrics
+
+    spec = recipe["sae"]
+    model, _ = load_model(lib.model_dir(recipe, out), device=spec["device"])
+    rows = sae_sequences(tokenizer, texts, spec["context"])
+    acts = block_outputs(model, spec["layer"], rows, tokenizer.pad_token_id, tuple(excluded), batch_size=32)
+    metrics = sae_metrics(load_sae(sae_dir, device=spec["device"]), acts)
+    return {**metrics, "heldout_prompts": len(texts), "hook_name": f"model.layers.{spec['layer']}"}
+
+
+# ---------------------------------------------------------------- probes, clusters, curriculum
+
+
+def cached(path: Path, fit: Callable[[], T], load: Callable[[Path], T]) -> T:
+    """``load(path)`` when a previous run finished this artifact, else ``fit()`` saved atomically to ``path``."""
+    if path.exists():
+        return load(path)
+    obj = fit()
+    with lib.atomic_dir(path) as tmp:
+        obj.save(tmp)  # type: ignore[attr-defined]
+    return obj
+
+
+def featurize_pool(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]], source: str) -> Any:
+    """SAE codes of every pool prompt; the cache refuses shards made with another model, SAE or pool."""
+    from saerl_zoo.featurize import featurize, load_model
+    from saerl_zoo.zoo.api import load_sae
+
+    device = lib.device()
+    model, tokenizer = load_model(lib.model_dir(recipe, out), device=device,
+                                  dtype=lib.torch_dtype(recipe["generation"]["dtype"]) if device == "cuda" else None)
+    sae = load_sae(source, device=device)
+    ratio = recipe["sae"].get("outlier_norm_ratio")
+    if ratio is not None:
+        sae.cfg.metadata.zoo_preprocessing = {**(sae.cfg.metadata.get("zoo_preprocessing") or {}), "outlier_norm_ratio": ratio}
+    spec = recipe["featurize"]
+    return featurize([row["sae_text"] for row in pool], model, tokenizer, sae, pooling=spec["pooling"],
+                     batch_size=spec["batch_size"], max_length=spec["max_length"],
+                     cache_dir=lib.artifacts(out) / "features")
+
+
+def quality_probe(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]], X: Any) -> Any:
+    """The quality probe on the recipe's quality labels (None without labels: no filter)."""
+    from saerl_zoo.data import align_labels
+    from saerl_zoo.quality import QualityProbe
+
+    spec = recipe["quality"]
+    if not spec.get("labels"):
+        log("quality: no quality.labels in the recipe, so no quality probe and no filter")
+        return None
+    rows, values = align_labels(pool, lib.read_jsonl(lib.resolve(out, spec["labels"])), "quality")
+    kind = spec["kind"] if spec["kind"] != "auto" else ("logistic" if np.isin(values, (0, 1)).all() else "ridge")
+    return cached(lib.artifacts(out) / "quality_probe",
+                  lambda: QualityProbe.fit(X[rows], values, kind=kind, seed=recipe["seed"]), QualityProbe.load)
+
+
+def stage_probes(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]], source: str) -> Path:
+    """Featurize, fit the probes, cluster and save the curriculum with its report."""
+    from saerl_zoo.curriculum import curriculum_from_features, write_report
+    from saerl_zoo.data import align_labels
+    from saerl_zoo.difficulty import DifficultyProbe
+    from saerl_zoo.diversity import Clustering, cluster
+
+    final = lib.artifacts(out) / "curriculum"
+    if final.exists():
+        return final
+    X = featurize_pool(recipe, out, pool, source)
+    rows, rates = align_labels(pool, lib.read_jsonl(lib.artifacts(out) / "labels" / "pass_rates.jsonl"), "pass_rate")
+    difficulty = cached(
+        lib.artifacts(out) / "difficulty_probe",
+        lambda: DifficultyProbe.fit(X[rows], 1.0 - rates, l1_ratio=recipe["difficulty"]["l1_ratio"], seed=recipe["seed"]),
+        DifficultyProbe.load,
+    )
+    quality = quality_probe(recipe, out, pool, X)
+    spec = recipe["curriculum"]
+    clustering = cached(lib.artifacts(out) / "clusters", lambda: cluster(X, spec["n_clusters"], seed=recipe["seed"]),
+                        Clustering.load)
+    curriculum = curriculum_from_features(
+        X, difficulty_probe=difficulty, quality_probe=quality, clustering=clustering,
+        quality_threshold=recipe["quality"].get("threshold"), keep_fraction=recipe["quality"].get("keep_fraction"),
+        batch_size=recipe["train"]["prompts_per_step"], mixing=spec["mixing"], rotate=spec["rotate"], seed=recipe["seed"],
+        provenance={"model": recipe["model"]["id"], "sae": source, "pool": str(lib.artifacts(out) / "pool.jsonl"),
+                    "labelled_prompts": len(rows)},
+    )
+    with lib.atomic_dir(final) as tmp:
+        curriculum.save(tmp)
+        write_report(curriculum, tmp)
+    log(f"curriculum: {int(curriculum.keep.sum())} of {len(curriculum)} prompts kept, "
+        f"difficulty probe held-out {difficulty.metrics}, quality probe {quality.metrics if quality else None} -> {final}")
+    return final
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lib.add_common_args(parser)
+    parser.add_argument("--stage", choices=(*STAGES, "all"), default="all",
+                        help="run the stages up to and including this one (default: all); earlier finished stages are skipped")
+    parser.add_argument("--sae", help="use this SAE instead of training one: a zoo name, Hub repo id, sae-lens release or folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    recipe = lib.setup(args)
+    last = STAGES.index(args.stage) if args.stage != "all" else len(STAGES) - 1
+    pool = stage_pool(recipe, args.out)
+    if last >= STAGES.index("labels"):
+        stage_labels(recipe, args.out, pool)
+    if last >= STAGES.index("sae"):
+        source = stage_sae(recipe, args.out, pool, args.sae)
+    if last >= STAGES.index("probes"):
+        stage_probes(recipe, args.out, pool, source)
+
+
+if __name__ == "__main__":
+    main()
