@@ -31,6 +31,7 @@ The experiment, in the order :func:`run_reproduction` runs it:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -438,8 +439,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# SaeRL vs vanilla GRPO on the embedded task",
         "",
-        f"Command: `{report['command']}`  ",
+        f"Command: `{report['command']}` (report written {report['date']})  ",
         f"Machine: {report['machine']}; {report['train_seconds']:.0f} s of training steps in all.  ",
+        "Scorer (features, probes, clusters): the embedded default model and its SAE.  ",
         f"Policy: {report['policy']}; {cfg['num_steps']} steps x {cfg['prompts_per_step']} prompts x "
         f"{cfg['group_size']} completions, lr {cfg['lr']}, seeds {list(cfg['seeds'])}; held-out set: "
         f"{cfg['n_eval']} clean problems (greedy accuracy).",
@@ -456,7 +458,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| informative groups | broken served |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for arm, s in summary.items():
+    for arm, s in sorted(summary.items(), key=lambda kv: list(ARMS).index(kv[0])):  # JSON may have re-sorted them
         lines.append(
             f"| {arm} | {s['final_mean']:.3f} ± {s['final_std']:.3f} | {s['gain_points']:+.1f} | "
             f"{_fmt(s['steps_to_target_mean'], '.1f')} | {s['reached']} | {_fmt(s['steps_ratio'], '.2f')} | "
@@ -480,6 +482,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{m['broken_share_kept']:.3f} ({m['broken_share_pool']:.3f}) |"
         )
     van = summary["vanilla"]
+    p, n = van["final_mean"], cfg["n_eval"]
+    lines += ["", f"Noise scale: one accuracy on {n} held-out problems has a binomial standard error of "
+                  f"{100 * math.sqrt(p * (1 - p) / n):.1f} points (at p = {p:.3f}); all arms share the same problems, so "
+                  "differences between arms are paired, but gaps within the seed spread are not evidence either way."]
     if van["target_accuracy"] <= van["initial_mean"]:
         lines += ["", f"Note: vanilla GRPO ended at {van['final_mean']:.3f}, not above its starting accuracy "
                       f"{van['initial_mean']:.3f}, so every arm \"reaches\" the target at step 0 and the steps ratio is undefined."]
@@ -550,6 +556,7 @@ def run_reproduction(config: ReproConfig, *, command: str = "", progress: bool =
     sae_metrics_path = default_path("sae_metrics.json")
     report = {
         "command": command,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
         "machine": _machine(),
         "train_seconds": sum(a["train_seconds"] for a in summary.values()),
         "policy": config.policy or "embedded default policy (saerl_zoo/default/model)",
