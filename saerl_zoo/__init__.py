@@ -33,6 +33,10 @@ _EXPORTS = {
     "write_report": "saerl_zoo.curriculum",
     "GRPOConfig": "saerl_zoo.grpo",
     "train": "saerl_zoo.grpo",
+    "StitchMap": "saerl_zoo.transfer.maps",
+    "StitchedSAE": "saerl_zoo.transfer.sae",
+    "check_policy": "saerl_zoo.transfer.scorer",
+    "scorer_record": "saerl_zoo.transfer.scorer",
     "math_reward": "saerl_zoo.rewards",
     "task_reward": "saerl_zoo.rewards",
 }

@@ -97,6 +97,13 @@ def pull(name: str | Artifact, *, force: bool = False, catalog: Catalog | None =
             raise FileNotFoundError(f"{where}: {folder} is missing from the installed package")
         verify_files(folder, art.files, where=where, within=PACKAGE_ROOT)
         return folder
+    if src.type == "local":
+        root = local_root(art)
+        folder = safe_join(root, src.path)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{where}: {folder} is missing")
+        verify_files(folder, art.files, where=where, within=root)
+        return folder
     if src.type == "hub":
         folder = download_snapshot(src.repo_id, revision=src.revision, subfolder=src.path, filenames=list(art.files), force_download=force)
         verify_files(folder, art.files, where=where, within=storage_folder(_snapshot_of(folder, src.path)))
@@ -109,6 +116,14 @@ def pull(name: str | Artifact, *, force: bool = False, catalog: Catalog | None =
     if art.files:
         verify_files(folder, art.files, where=where, within=storage_folder(_snapshot_of(folder, info["path"])))
     return folder
+
+
+def local_root(art: Artifact) -> Path:
+    """The folder a `local` entry's path is relative to: that of the catalog file listing it."""
+    origin = Path(art.origin)
+    if not art.origin or not origin.is_file():
+        raise ValueError(f"artifact {art.name!r} has a local source, which only a catalog file (not {art.origin or 'a dict'}) can list")
+    return origin.resolve().parent
 
 
 def _snapshot_of(folder: Path, subfolder: str) -> Path:
@@ -138,6 +153,7 @@ def load_sae(
     dtype: str | None = None,
     force_download: bool = False,
     catalog: Catalog | None = None,
+    for_model: str | None = None,
 ) -> Any:
     """A sae-lens `SAE` from a catalog name, a local folder, a Hub repo id or sae-lens's registry.
 
@@ -154,11 +170,20 @@ def load_sae(
     host model and the SAE and raises `VerificationError` when L0 or explained
     variance are off the entry's metrics: a wrong hook, architecture or
     normalisation shows up there instead of silently.
+
+    `for_model` (a catalog SAE name only) asks for the SAE as read from another
+    model: when the catalog has a `stitch` entry from that model into the SAE's
+    host, the result is a `saerl_zoo.transfer.StitchedSAE` that hooks
+    `for_model` at the stitch's layer and maps its activations into the host's
+    residual stream before encoding (it works with `featurize` as any SAE).
     """
     from saerl_zoo.zoo import formats
 
-    if _is_sae(name_or_path):
+    if _is_sae(name_or_path) or _is_stitched(name_or_path):
         return name_or_path
+    if for_model is not None:
+        return _load_for_model(name_or_path, for_model, device=device, dtype=dtype, verify=verify,
+                               force_download=force_download, cat=_catalog(catalog))
     if subfolder is not None:
         safe_relative(subfolder, "subfolder")
     cat = _catalog(catalog)
@@ -188,6 +213,44 @@ def load_sae(
     if ".." in name.split("/") or name.startswith("/") or "\\" in name:
         raise UnsafePathError(f"{name!r} is not a catalog name, Hub repo id or existing folder; refusing a path that leaves its folder")
     raise UnknownArtifactError(unknown_name_message(name, cat.names()))
+
+
+def _is_stitched(obj: Any) -> bool:
+    from saerl_zoo.transfer.sae import StitchedSAE
+
+    return isinstance(obj, StitchedSAE)
+
+
+def stitches_for(sae_name: str, model_id: str | None = None, *, catalog: Catalog | None = None) -> list[Artifact]:
+    """Catalog stitches into the SAE `sae_name` (from `model_id` only, if given), best held-out explained variance first."""
+    found = [a for a in _catalog(catalog).filter(kind="stitch") if a.features == sae_name and (model_id is None or a.model.id == model_id)]
+    return sorted(found, key=lambda a: (-float(a.metrics.get("explained_variance", float("-inf"))), a.name))
+
+
+def _load_for_model(name: Any, for_model: str, *, device: str, dtype: str | None, verify: bool, force_download: bool, cat: Catalog) -> Any:
+    """The catalog SAE `name` for use on `for_model`: itself on its own host, else through the catalog's best stitch."""
+    from saerl_zoo.transfer.maps import StitchMap
+    from saerl_zoo.transfer.sae import StitchedSAE
+
+    if not isinstance(name, str) or name not in cat or cat.get(name).kind != "sae":
+        raise ValueError(f"for_model= needs the catalog name of an SAE (stitches are looked up in the catalog), not {name!r}; "
+                         "wrap a local stitch with saerl_zoo.transfer.StitchedSAE(sae, StitchMap.load(folder))")
+    art = cat.get(name)
+    sae = _load_catalog_sae(art, device=device, dtype=dtype, verify=verify, force_download=force_download)
+    if for_model == art.model.id:
+        return sae
+    found = stitches_for(name, for_model, catalog=cat)
+    if not found:
+        others = sorted({a.model.id for a in stitches_for(name, catalog=cat)})
+        known = f"; it has stitches from {', '.join(others)}" if others else ""
+        raise ValueError(
+            f"{name!r} reads {art.model.id}, and the catalog has no stitch from {for_model} into it{known}. "
+            f"Fit one with `saerl-zoo transfer fit --sae {name} --to {for_model} --corpus FILE`, or score the prompts on the "
+            f"SAE's host and train {for_model} on that curriculum (scorer transfer)"
+        )
+    stitch_art = found[0]
+    stitch = StitchMap.load(pull(stitch_art, force=force_download))
+    return StitchedSAE(sae, stitch, name=stitch_art.name).to(device)
 
 
 @contextlib.contextmanager
@@ -438,6 +501,9 @@ def verify_cache(names: list[str] | None = None, *, catalog: Catalog | None = No
             continue
         if src.type == "package":
             folder, within = package_folder(src.path), PACKAGE_ROOT
+        elif src.type == "local":
+            within = local_root(art)
+            folder = safe_join(within, src.path)
         else:
             repo_id, path, revision = src.repo_id, src.path, src.revision
             if src.type == "sae-lens":

@@ -42,12 +42,14 @@ def list_cmd(kind, model, as_json):
         if a.kind == "sae":
             metrics = f"L0 {m['l0']:g}, EV {m['explained_variance']:.3f}"
             width = f"{a.sae.d_sae}" if a.sae else ""
+        elif a.kind == "stitch":
+            metrics, width = f"EV {m['explained_variance']:.3f} (from {a.hook.module})", ""
         else:
             heldout = m.get("heldout", {})
             keys = sorted(heldout, key=lambda k: (k not in ("spearman", "auroc"), k))[:2]
             metrics = ", ".join(f"{k} {heldout[k]:.3f}" for k in keys if isinstance(heldout[k], (int, float)))
             width = ""
-        where = "package" if a.source.type == "package" else (a.source.repo_id or f"sae-lens:{a.source.release}")
+        where = a.source.type if a.source.type in ("package", "local") else (a.source.repo_id or f"sae-lens:{a.source.release}")
         rows.append({"name": a.name, "kind": a.kind, "model": a.model.id, "hook": f"{a.hook.module}:{a.hook.site}", "width": width, "metrics": metrics, "source": where})
     click.echo(_table(rows, ["name", "kind", "model", "hook", "width", "metrics", "source"]))
 

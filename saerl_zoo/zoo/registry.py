@@ -36,7 +36,7 @@ SCHEMA_VERSION = 1
 
 Kind = Literal["sae", "difficulty-probe", "quality-probe", "stitch"]
 Site = Literal["resid_out", "resid_in", "mlp_out", "attn_out"]
-SourceType = Literal["package", "hub", "sae-lens"]
+SourceType = Literal["package", "hub", "sae-lens", "local"]
 Format = Literal["sae-lens", "sparsify", "probe", "stitch"]
 KINDS: tuple[str, ...] = typing.get_args(Kind)
 SITES: tuple[str, ...] = typing.get_args(Site)
@@ -100,7 +100,9 @@ class Source:
 
     package: `path` is a folder inside `saerl_zoo/default` (works offline);
     hub: `path` is a folder inside the Hub repo `repo_id` at `revision`;
-    sae-lens: `release` / `sae_id` of sae-lens's own pretrained registry.
+    sae-lens: `release` / `sae_id` of sae-lens's own pretrained registry;
+    local: `path` is a folder next to the catalog file that lists the entry
+    (user catalogs only: e.g. a stitch fitted on this machine).
     A package entry may also name the `repo_id` it is published to.
     """
 
@@ -364,6 +366,15 @@ def validate_entry(raw: Any, origin: str = "<dict>", index: int = 0) -> Artifact
             fail("metrics.labels", "required: what labels the probe was fitted on")
         if art.features is None:
             fail("features", "a probe must name the SAE entry whose codes it reads")
+    elif art.kind == "stitch":
+        if src.format != "stitch":
+            fail("source.format", f"a stitch is stored as 'stitch', not {src.format!r}")
+        if art.features is None:
+            fail("features", "a stitch must name the SAE entry it feeds")
+        if not isinstance(art.metrics.get("explained_variance"), (int, float)) or isinstance(art.metrics.get("explained_variance"), bool):
+            fail("metrics.explained_variance", "required number for a stitch: held-out explained variance of the host's activations")
+    if src.type == "local" and not src.path:
+        fail("source.path", "required for a local source (a folder next to the catalog file)")
     if art.preprocessing.normalization_scale <= 0:
         fail("preprocessing.normalization_scale", "must be positive")
     if art.preprocessing.context_length < 1:
