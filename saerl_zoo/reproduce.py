@@ -203,10 +203,14 @@ def fit_artifacts(features: Any, pool: dict[str, Any], *, n_clusters: int | None
     clean = np.array([t["quality"] == 1 for t in truth])
     families = np.array([t["family"] for t in truth])
     bad = ~clean
+    # probes are scored only on prompts neither was fitted on
+    unlabelled = sorted(set(range(len(truth))) - set(pool["difficulty_rows"]) - set(pool["quality_rows"]))
     metrics = {
         "difficulty_probe_heldout": difficulty.metrics,
         "quality_probe_heldout": quality.metrics,
-        **evaluate_against_truth(curriculum.difficulty, curriculum.quality, truth),
+        "n_unlabelled": len(unlabelled),
+        **evaluate_against_truth(curriculum.difficulty[unlabelled], curriculum.quality[unlabelled],
+                                 [truth[n] for n in unlabelled]),
         "n_clusters": int(clustering.config.n_clusters),
         "cluster_purity_vs_family_clean": float(purity(clustering.labels[clean], families[clean])),
         "kept": int(curriculum.keep.sum()),
@@ -222,7 +226,7 @@ def pool_artifacts(kind: str, pool: dict[str, Any], out: Path, *, n_clusters: in
     from saerl_zoo.storage import read_json, read_tensors, write_tensors
 
     folder = out / "artifacts" / kind
-    key = {"n_clusters": n_clusters, "seed": seed}
+    key = {"n_clusters": n_clusters, "seed": seed, "version": 2}  # bump when the metrics change
     if (folder / "metrics.json").exists() and read_json(folder / "metrics.json")["key"] == key:
         arrays = read_tensors(folder / "scores.safetensors")
         return {"difficulty": arrays["difficulty"], "keep": arrays["keep"].astype(bool), "clusters": arrays["clusters"],
@@ -468,10 +472,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Artifacts: SAE features vs raw activations",
         "",
-        "Probes are fitted on the labelled 10% subsets only; every column is scored against the hidden ground truth.",
+        f"Probes are fitted on the labelled 10% subsets only; the truth columns score them on the "
+        f"{next(iter(art.values()))['n_unlabelled']} prompts outside both subsets (hidden ground truth).",
         "",
         "| features | difficulty probe held-out Spearman | Spearman vs true level (clean) | quality probe held-out AUROC | "
-        "quality AUROC vs truth (pool) | cluster purity vs family (clean) | kept | broken share kept (pool) |",
+        "quality AUROC vs truth | cluster purity vs family (clean) | kept | broken share kept (pool) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for kind, m in art.items():
