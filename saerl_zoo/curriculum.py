@@ -172,8 +172,13 @@ def build_curriculum(
         cache_dir=cache_dir,
         progress=progress,
     )
+    from saerl_zoo.transfer.scorer import scorer_record
+
     provenance = {
         "model": str(getattr(model, "name_or_path", "")),
+        # who scored the prompts, so a trainer can tell when another policy uses this order (scorer transfer)
+        "scorer": scorer_record(model, sae, difficulty_probe=kwargs.get("difficulty_probe"),
+                                quality_probe=kwargs.get("quality_probe")),
         "layer": layer,
         "sae_hook": sae.cfg.metadata.get("hook_name"),
         "d_sae": int(sae.cfg.d_sae),

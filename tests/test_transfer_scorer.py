@@ -62,3 +62,15 @@ def test_unrecorded_scorer_counts_as_transfer():
         assert check_policy(curriculum, "org/any")["transfer"] is True
     with pytest.raises(ValueError, match="on_mismatch must be"):
         check_policy(curriculum, "org/any", on_mismatch="loud")
+
+
+def test_build_curriculum_records_its_scorer(host, tokenizer, tiny_sae, prompts):
+    from saerl_zoo.curriculum import build_curriculum
+
+    curriculum = build_curriculum(prompts, host, tokenizer, tiny_sae, n_clusters=2, progress=False)
+    assert curriculum.provenance["scorer"] == scorer_record(host, tiny_sae)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_policy(curriculum, host)["transfer"] is False
+    with pytest.warns(ScorerTransferWarning):
+        assert check_policy(curriculum, make_tiny_llama(len(tokenizer), seed=1))["transfer"] is True

@@ -130,6 +130,7 @@ from saerl_zoo.curriculum import Curriculum
 from saerl_zoo.feedback import OnlineFeedback
 from saerl_zoo.sampler import SaeRLSampler
 from saerl_zoo.storage import read_json, write_json
+from saerl_zoo.transfer.scorer import check_policy
 
 __all__ = ["STATE_NAME", "SaeRLGRPOTrainer", "SaeRLRepeatSampler", "make_trl_trainer", "repeat_layout"]
 
@@ -402,6 +403,8 @@ class SaeRLGRPOTrainer(GRPOTrainer):
             feedback.gather = False
         super().__init__(*args, **kwargs)
         _check_dataset(self.train_dataset, self.saerl_curriculum)
+        if self.saerl_curriculum.provenance.get("scorer"):  # warns when another model scored the prompts
+            self.saerl_scorer = check_policy(self.saerl_curriculum, self.model)
         if self.train_dataset is not None:
             self._build_saerl_sampler()  # validate chunk size against the curriculum now, not at train()
 
