@@ -56,6 +56,32 @@ def make_tiny_sae(d_in: int, d_sae: int = 64, hook_name: str = "model.layers.1",
     return sae
 
 
+def make_topk_sae(d_in: int, d_sae: int = 64, k: int = 8, hook_name: str = "model.layers.1"):
+    """A sae-lens TopK SAE with random tied weights (exercises featurize's TopK fast path)."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    torch.manual_seed(0)
+    cfg = TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k)
+    cfg.metadata.hook_name = hook_name
+    sae = TopKSAE(cfg)
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 1.0)
+        sae.W_dec.copy_(sae.W_enc.T)
+    return sae
+
+
+def local_sae_entry(folder, model_id: str, files: dict) -> dict:
+    """A user-catalog entry for the tiny SAE saved in ``folder`` (a ``local`` source next to the catalog)."""
+    return {
+        "name": "test/sae", "kind": "sae", "description": "tiny", "model": {"id": model_id},
+        "hook": {"module": "model.layers.1", "site": "resid_out", "layer": 1},
+        "sae": {"architecture": "standard", "d_in": 32, "d_sae": 64},
+        "source": {"type": "local", "format": "sae-lens", "path": folder.name}, "files": files, "license": "apache-2.0",
+        "metrics": {"l0": 30.0, "explained_variance": 0.5, "dead_fraction": 0.0, "eval_set": "random"},
+        "preprocessing": {"context_length": 64, "special_tokens": "drop"},
+    }
+
+
 def synthetic_curriculum(n: int, dropped: tuple[int, ...], *, data_seed: int = 0, seed: int = 3, mixing: float = 0.0):
     """A curriculum over n synthetic prompts: 3 random clusters, random difficulty, `dropped` filtered out."""
     import numpy as np

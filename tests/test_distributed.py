@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import saerl_zoo.featurize as fz
-from conftest import PROMPTS, make_char_tokenizer, make_tiny_llama
+from conftest import PROMPTS, make_char_tokenizer, make_tiny_llama, make_topk_sae
 from saerl_zoo.distributed import featurize_distributed, merge_cache, shards_of_rank
 from saerl_zoo.featurize import featurize, load_model
 from saerl_zoo.storage import load_csr, save_csr
@@ -25,19 +25,6 @@ POOL = [f"{p} (variant {i})" for i in range(3) for p in PROMPTS]  # 21 prompts
 SHARD = 4  # 6 shards: rank 0 gets 0, 2, 4 and rank 1 gets 1, 3, 5
 
 
-def topk_sae(d_in: int, d_sae: int = 64, k: int = 8, hook_name: str = "model.layers.1"):
-    from sae_lens import TopKSAE, TopKSAEConfig
-
-    torch.manual_seed(0)
-    cfg = TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k)
-    cfg.metadata.hook_name = hook_name
-    sae = TopKSAE(cfg)
-    with torch.no_grad():
-        sae.W_enc.normal_(0, 1.0)
-        sae.W_dec.copy_(sae.W_enc.T)
-    return sae
-
-
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """A tiny model, tokenizer and TopK SAE saved to disk, as a multi-process job would load them."""
@@ -46,7 +33,7 @@ def artifacts(tmp_path_factory):
     model = make_tiny_llama(len(tokenizer))
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
-    topk_sae(32).save_model(folder / "sae")
+    make_topk_sae(32).save_model(folder / "sae")
     return folder
 
 

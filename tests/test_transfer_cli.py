@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from conftest import make_tiny_llama, make_tiny_sae
+from conftest import local_sae_entry, make_tiny_llama, make_tiny_sae
 from test_zoo_support import write_catalog
 
 from saerl_zoo.cli import main
@@ -21,14 +21,7 @@ def test_fit_register_then_load_for_model_and_eval(tmp_path, tokenizer, monkeypa
         model.save_pretrained(tmp_path / name)
         tokenizer.save_pretrained(tmp_path / name)
     folder = save_sae(make_tiny_sae(32), tmp_path / "sae")
-    catalog = write_catalog(tmp_path / "catalog.yaml", [{
-        "name": "test/sae", "kind": "sae", "description": "tiny", "model": {"id": "test/a"},
-        "hook": {"module": "model.layers.1", "site": "resid_out", "layer": 1},
-        "sae": {"architecture": "standard", "d_in": 32, "d_sae": 64},
-        "source": {"type": "local", "format": "sae-lens", "path": "sae"}, "files": hash_folder(folder), "license": "apache-2.0",
-        "metrics": {"l0": 30.0, "explained_variance": 0.5, "dead_fraction": 0.0, "eval_set": "random"},
-        "preprocessing": {"context_length": 64, "special_tokens": "drop"},
-    }])
+    catalog = write_catalog(tmp_path / "catalog.yaml", [local_sae_entry(folder, "test/a", hash_folder(folder))])
     monkeypatch.setenv("SAERL_ZOO_CATALOG", str(catalog))
     monkeypatch.delenv("SAERL_ZOO_HUB_CATALOGS", raising=False)
     api._CATALOG_CACHE.clear()

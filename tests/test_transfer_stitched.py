@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from conftest import make_tiny_llama, make_tiny_sae
+from conftest import local_sae_entry, make_tiny_llama, make_tiny_sae, make_topk_sae
 from test_zoo_support import write_catalog
 
 from saerl_zoo.featurize import featurize
@@ -33,19 +32,6 @@ def models(tokenizer):
     return make_tiny_llama(len(tokenizer), hidden=32, layers=3, seed=0), make_tiny_llama(len(tokenizer), hidden=48, layers=2, seed=1)
 
 
-def topk_sae(d_in: int = 32, hook: str = "model.layers.1"):
-    from sae_lens import TopKSAE, TopKSAEConfig
-
-    torch.manual_seed(0)
-    cfg = TopKSAEConfig(d_in=d_in, d_sae=64, k=8)
-    cfg.metadata.hook_name = hook
-    sae = TopKSAE(cfg)
-    with torch.no_grad():
-        sae.W_enc.normal_(0, 1.0)
-        sae.W_dec.copy_(sae.W_enc.T)
-    return sae
-
-
 @pytest.fixture(scope="module")
 def acts(models, tokenizer):
     a, b = models
@@ -60,7 +46,7 @@ def test_activations_keep_the_featurizer_tokens(acts, tokenizer):
     assert source.hook_names == {0: "model.layers.0", 1: "model.layers.1"}
 
 
-@pytest.mark.parametrize("make_sae", [topk_sae, lambda: make_tiny_sae(32)])
+@pytest.mark.parametrize("make_sae", [lambda: make_topk_sae(32), lambda: make_tiny_sae(32)])
 def test_featurize_through_a_stitch_equals_the_sae_on_mapped_activations(models, tokenizer, acts, make_sae):
     _, b = models
     target, source = acts
@@ -93,14 +79,7 @@ def test_stitched_sae_refuses_mismatches(models, tokenizer, acts):
 def local_catalog(tmp_path, monkeypatch):
     """A user catalog with the tiny SAE as a local entry, for host model id test/tiny-a."""
     folder = save_sae(make_tiny_sae(32), tmp_path / "sae")
-    entry = {
-        "name": "test/sae", "kind": "sae", "description": "tiny", "model": {"id": "test/tiny-a"},
-        "hook": {"module": "model.layers.1", "site": "resid_out", "layer": 1},
-        "sae": {"architecture": "standard", "d_in": 32, "d_sae": 64},
-        "source": {"type": "local", "format": "sae-lens", "path": "sae"}, "files": hash_folder(folder), "license": "apache-2.0",
-        "metrics": {"l0": 30.0, "explained_variance": 0.5, "dead_fraction": 0.0, "eval_set": "random"},
-        "preprocessing": {"context_length": 64, "special_tokens": "drop"},
-    }
+    entry = local_sae_entry(folder, "test/tiny-a", hash_folder(folder))
     catalog = write_catalog(tmp_path / "catalog.yaml", [entry])
     monkeypatch.setenv("SAERL_ZOO_CATALOG", str(catalog))
     monkeypatch.delenv("SAERL_ZOO_HUB_CATALOGS", raising=False)
