@@ -196,3 +196,69 @@ def test_cli_list_info_pull_verify_publish(offline_hub, tmp_path, monkeypatch):
     assert res.exit_code != 0 and "MISMATCH" in res.output
     res = runner.invoke(main, ["pull", "test/tiny-sae"])
     assert res.exit_code != 0 and "sha256 mismatch" in res.output
+
+
+# --------------------------------------------------------------------------- stitches
+
+
+def tiny_stitch(d_source: int = 48, d_target: int = D_IN):
+    """A synthetic StitchMap from test/tiny-b (block 1) into the host test/tiny-a of the SAE test/sae."""
+    import numpy as np
+
+    from saerl_zoo.transfer.maps import StitchConfig, StitchMap
+
+    rng = np.random.default_rng(0)
+    config = StitchConfig(
+        method="ridge", source_model="test/tiny-b", source_layer=1, source_hook="model.layers.1", d_source=d_source,
+        target_model="test/tiny-a", target_layer=1, target_hook="model.layers.1", d_target=d_target, sae="test/sae",
+        pairing="token", corpus={"path": "corpus.txt", "n_texts": 40, "n_pairs": 900}, hyperparameters={"alpha": 10.0},
+        metrics={"explained_variance": 0.81234, "identity_explained_variance": -0.4321, "identity": "truncated",
+                 "n_test_texts": 8, "n_test_pairs": 180},
+    )
+    return StitchMap(rng.normal(size=(d_source, d_target)).astype("float32"), rng.normal(size=d_target).astype("float32"), config)
+
+
+def test_publish_stitch_renders_a_card_and_loads_through_for_model(offline_hub, tmp_path, monkeypatch):
+    from conftest import local_sae_entry
+
+    from saerl_zoo.transfer import StitchedSAE
+    from saerl_zoo.zoo.formats import detect_format
+    from saerl_zoo.zoo.registry import validate_entry
+
+    stitch = tiny_stitch()
+    src = stitch.save(tmp_path / "stitch-src")
+    assert detect_format(src) == "stitch"
+    sae = tiny_sae()
+    sae_folder = save_sae(sae, tmp_path / "sae")
+    catalog = write_catalog(tmp_path / "catalog.yaml", [local_sae_entry(sae_folder, "test/tiny-a", hash_folder(sae_folder))])
+    out = tmp_path / "out"
+    runner = CliRunner()
+    res = runner.invoke(main, ["publish", str(src), "--repo-id", "test-org/tiny-b-to-a", "--name", "test/tiny-b-to-a",
+                               "--out", str(out), "--catalog", str(catalog), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "stitch.safetensors", "stitch_config.json"]
+    entries, _ = read_catalog_file(catalog)
+    art = {e.name: e for e in entries}["test/tiny-b-to-a"]
+    assert validate_entry(art.to_dict()) == art
+    assert (art.kind, art.features, art.model.id, art.hook.module, art.hook.layer) == ("stitch", "test/sae", "test/tiny-b", "model.layers.1", 1)
+    assert (art.source.type, art.source.format, art.source.repo_id, art.source.path) == ("hub", "stitch", "test-org/tiny-b-to-a", "")
+    assert art.metrics["explained_variance"] == 0.8123 and art.metrics["identity_explained_variance"] == -0.4321
+    assert art.files == {k: v for k, v in hash_folder(out).items() if k != "README.md"}
+    # the card: model B as base model (an adapter of it), held-out EV vs identity, and how to load it
+    card = validate_card(ModelCard.load(out / "README.md"))
+    data = card.data.to_dict()
+    assert (data["base_model"], data["base_model_relation"], data["library_name"]) == ("test/tiny-b", "adapter", "saerl-zoo")
+    assert "stitch" in data["tags"]
+    assert {r.metric_type for r in card.data.eval_results} == {"explained_variance", "identity_explained_variance"}
+    for text in ("## What it is", "`test/tiny-a`, `model.layers.1` (decoder block 1), 32 dims", "token (tokens of both models aligned",
+                 "alpha = 10.0", "| this map (ridge) | 0.8123 |", "| identity (no map, widths truncated) | -0.4321 |",
+                 'load_sae("test/sae", for_model="test/tiny-b")', 'snapshot_download("test-org/tiny-b-to-a")'):
+        assert text in card.text, text
+    # as if uploaded: the catalog now resolves the host SAE on model B through the published stitch
+    add_repo(offline_hub, "test-org/tiny-b-to-a", out)
+    monkeypatch.setenv("SAERL_ZOO_CATALOG", str(catalog))
+    api._CATALOG_CACHE.clear()
+    stitched = api.load_sae("test/sae", for_model="test/tiny-b")
+    assert isinstance(stitched, StitchedSAE) and stitched.cfg.metadata.stitch["name"] == "test/tiny-b-to-a"
+    x = torch.randn(5, 48)
+    assert torch.allclose(stitched.encode(x), sae.encode(torch.as_tensor(stitch.apply(x.numpy()))), atol=1e-5)

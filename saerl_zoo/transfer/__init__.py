@@ -38,6 +38,7 @@ _EXPORTS = {
     "TransferEvaluation": "saerl_zoo.transfer.evaluate",
     "evaluate_stitch": "saerl_zoo.transfer.evaluate",
     "stitch_entry": "saerl_zoo.transfer.register",
+    "stitch_fields": "saerl_zoo.transfer.register",
     "register_stitch": "saerl_zoo.transfer.register",
     "scorer_record": "saerl_zoo.transfer.scorer",
     "check_policy": "saerl_zoo.transfer.scorer",

@@ -94,14 +94,14 @@ def pull_cmd(name, force):
 @click.option("--name", help="Catalog name of the published artifact. Default: the catalog name or the repo name.")
 @click.option("--entry", "entry_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML with catalog fields the folder cannot tell (model, hook site, metrics, license, ...).")
-@click.option("--path-in-repo", help="Folder inside the repo. Default: the hook name for an SAE, the root for a probe.")
+@click.option("--path-in-repo", help="Folder inside the repo. Default: the hook name for an SAE, the root for a probe or stitch.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Where to write the repo folder (must be empty).")
 @click.option("--catalog", type=click.Path(dir_okay=False, path_type=Path), help="Add/update the entry in this catalog file.")
 @click.option("--commit-message", help="Commit message of the upload.")
 @click.option("--private", is_flag=True, help="Create the repo as private.")
 @click.option("--dry-run", is_flag=True, help="Write the exact folder and print the operations; upload nothing.")
 def publish_cmd(path, repo_id, name, entry_file, path_in_repo, out_dir, catalog, commit_message, private, dry_run):
-    """Publish PATH (a catalog name or an SAE/probe folder) to the Hub with a model card."""
+    """Publish PATH (a catalog name or an SAE, probe or stitch folder) to the Hub with a model card."""
     from saerl_zoo.zoo.publish import publish
 
     entry = yaml.safe_load(entry_file.read_text()) if entry_file else None

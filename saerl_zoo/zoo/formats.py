@@ -22,16 +22,20 @@ from typing import Any
 
 import torch
 
+from saerl_zoo.transfer.maps import CONFIG_NAME as STITCH_CONFIG_NAME
+from saerl_zoo.transfer.maps import WEIGHTS_NAME as STITCH_WEIGHTS_NAME
 from saerl_zoo.zoo.hub import refuse_pickles, safe_join
 
 SAE_LENS_FILES = ("cfg.json", "sae_weights.safetensors")
 SPARSIFY_FILES = ("cfg.json", "sae.safetensors")
+PROBE_FILES = ("probe.safetensors", "probe_config.json")
+STITCH_FILES = (STITCH_WEIGHTS_NAME, STITCH_CONFIG_NAME)  # what StitchMap.save writes
 # sae-lens converters that call torch.load / pickle (checked again at run time from their source)
 _KNOWN_PICKLE_CONVERTERS = {"connor_rob_hook_z", "dictionary_learning_1", "deepseek_r1", "qwen_scope", "goodfire"}
 
 
 def detect_format(folder: Path) -> str:
-    """'sae-lens', 'sparsify' or 'probe' for an artifact folder; a clear error otherwise."""
+    """'sae-lens', 'sparsify', 'probe' or 'stitch' for an artifact folder; a clear error otherwise."""
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
     names = {p.name for p in folder.iterdir()}
@@ -39,8 +43,10 @@ def detect_format(folder: Path) -> str:
         return "sae-lens"
     if set(SPARSIFY_FILES) <= names:
         return "sparsify"
-    if {"probe.safetensors", "probe_config.json"} <= names:
+    if set(PROBE_FILES) <= names:
         return "probe"
+    if set(STITCH_FILES) <= names:
+        return "stitch"
     hookpoints = sorted(p.name for p in folder.iterdir() if p.is_dir() and ({*SPARSIFY_FILES} <= {q.name for q in p.iterdir()} or {*SAE_LENS_FILES} <= {q.name for q in p.iterdir()}))
     if hookpoints:
         shown = ", ".join(hookpoints[:8]) + (", ..." if len(hookpoints) > 8 else "")
@@ -145,6 +151,8 @@ def load_folder(folder: Path, *, subfolder: str | None = None, device: str = "cp
         return load_sae_lens_folder(folder, device, dtype)
     if fmt == "sparsify":
         return load_sparsify_folder(folder, device, dtype)
+    if fmt == "stitch":
+        raise ValueError(f"{folder} holds a stitch map, not an SAE; use saerl_zoo.transfer.StitchMap.load (or load_sae(host_sae, for_model=...))")
     raise ValueError(f"{folder} holds a probe, not an SAE; use load_probe")
 
 

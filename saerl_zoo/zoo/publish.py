@@ -1,12 +1,13 @@
 """Publishing: build a Hub repo folder (weights, configs, model card) and upload it.
 
 `publish(path, repo_id)` takes a catalog name or a local folder (sae-lens or
-sparsify SAE, or a probe), writes the exact folder that goes to the Hub:
+sparsify SAE, a probe, or a stitch map), writes the exact folder that goes to the Hub:
 
     README.md                 model card (YAML metadata + text from a template in cards/)
     <path_in_repo>/cfg.json   SAE in sae-lens format (SAE.from_pretrained(repo_id, path_in_repo) loads it)
     <path_in_repo>/sae_weights.safetensors
-    (or probe.safetensors + probe_config.json for a probe)
+    (or probe.safetensors + probe_config.json for a probe,
+     stitch.safetensors + stitch_config.json for a stitch)
 
 and uploads it with `create_repo` + `upload_folder` (one commit), unless
 `dry_run`. The catalog entry (sha256 of every file; the commit as revision
@@ -25,9 +26,9 @@ from saerl_zoo.zoo.hub import hash_folder, safe_join, safe_relative
 from saerl_zoo.zoo.registry import Artifact, upsert_entry, validate_entry
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "cards"
-TEMPLATES = {"sae": "templates/sae.md", "difficulty-probe": "templates/probe.md", "quality-probe": "templates/probe.md", "stitch": "templates/probe.md"}
+TEMPLATES = {"sae": "templates/sae.md", "difficulty-probe": "templates/probe.md", "quality-probe": "templates/probe.md", "stitch": "templates/stitch.md"}
 BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
-# An SAE or probe reads a model's activations and is useless without it, like an adapter;
+# An SAE, probe or stitch reads a model's activations and is useless without it, like an adapter;
 # declaring it keeps the Hub from inferring (and listing) the artifact as a fine-tune of the LLM.
 BASE_MODEL_RELATION = "adapter"
 
@@ -48,11 +49,20 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _derive_entry(folder: Path, fmt: str, sae: Any) -> dict[str, Any]:
-    """What a folder says about itself (sae-lens metadata or probe config)."""
+def _derive_entry(folder: Path, fmt: str, sae: Any, features: str | None = None) -> dict[str, Any]:
+    """What a folder says about itself (sae-lens metadata, probe or stitch config).
+
+    `features` (a stitch only) is the host SAE's catalog name when the entry
+    overrides the one recorded in the stitch config, so the description names it too.
+    """
     from saerl_zoo.featurize import layer_from_hook_name
     from saerl_zoo.storage import read_json
 
+    if fmt == "stitch":
+        from saerl_zoo.transfer.maps import StitchMap
+        from saerl_zoo.transfer.register import stitch_fields
+
+        return stitch_fields(StitchMap.load(folder).config, sae_name=features)
     if fmt == "probe":
         cfg = read_json(folder / "probe_config.json")
         return {
@@ -89,6 +99,13 @@ def _model_index(art: Artifact) -> list[Any]:
         common = dict(task_type="feature-extraction", task_name="SAE reconstruction", dataset_type="saerl-zoo-eval", dataset_name=m["eval_set"][:120])
         return [EvalResult(metric_type=key, metric_name=label, metric_value=float(m[key]), **common)
                 for key, label in (("l0", "L0"), ("explained_variance", "Explained variance"), ("dead_fraction", "Dead-feature fraction"))]
+    if art.kind == "stitch":
+        common = dict(task_type="feature-extraction", task_name="Stitch map (held-out)", dataset_type="saerl-zoo-stitch-corpus",
+                      dataset_name=m.get("eval_set", "held-out texts")[:120])
+        return [EvalResult(metric_type=key, metric_name=label, metric_value=float(m[key]), **common)
+                for key, label in (("explained_variance", "Explained variance of the host's activations"),
+                                   ("identity_explained_variance", "Identity-map explained variance (baseline)"))
+                if isinstance(m.get(key), (int, float))]
     task = "text-classification" if art.kind == "quality-probe" else "tabular-regression"
     return [EvalResult(task_type=task, task_name=f"{art.kind} (held-out)", dataset_type="saerl-zoo-labels", dataset_name=m["labels"][:120],
                        metric_type=key, metric_name=f"held-out {key}", metric_value=float(v))
@@ -186,8 +203,9 @@ def publish(
         if not src_folder.is_dir():
             raise FileNotFoundError(f"{path} is neither a catalog name nor a folder")
     fmt = formats.detect_format(src_folder)
-    sae = None if fmt == "probe" else formats.load_folder(src_folder)
-    raw = _deep_merge(_deep_merge(_derive_entry(src_folder, fmt, sae), base), entry or {})
+    sae = formats.load_folder(src_folder) if fmt in ("sae-lens", "sparsify") else None
+    features = (entry or {}).get("features") or base.get("features")
+    raw = _deep_merge(_deep_merge(_derive_entry(src_folder, fmt, sae, features), base), entry or {})
     raw["name"] = name or raw.get("name") or repo_id.split("/")[1]
     kind = raw.get("kind")
     default_sub = raw.get("hook", {}).get("module", "sae") if kind == "sae" else ""
@@ -200,14 +218,15 @@ def publish(
         raise FileExistsError(f"{out} is not empty; publish writes the exact repo folder there")
     out.mkdir(parents=True, exist_ok=True)
     target = safe_join(out, sub) if sub else out
-    if fmt == "probe":
+    copied = {"probe": formats.PROBE_FILES, "stitch": formats.STITCH_FILES}.get(fmt)
+    if copied is not None:  # probes and stitches are published byte for byte; SAEs are re-saved in sae-lens format
         target.mkdir(parents=True, exist_ok=True)
-        for fname in ("probe.safetensors", "probe_config.json"):
+        for fname in copied:
             shutil.copy2(safe_join(src_folder, fname), target / fname)
     else:
         formats.save_sae(sae, target)
     raw["files"] = hash_folder(target)
-    raw["source"] = {"type": "hub", "format": "probe" if fmt == "probe" else "sae-lens", "repo_id": repo_id, "revision": "main", "path": sub}
+    raw["source"] = {"type": "hub", "format": fmt if copied is not None else "sae-lens", "repo_id": repo_id, "revision": "main", "path": sub}
     raw.pop("card", None)
     art = validate_entry(raw, f"publish {repo_id}")
     if art.kind == "sae" and reference and "reference" not in art.metrics:
