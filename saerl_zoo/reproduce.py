@@ -35,7 +35,6 @@ import datetime
 import json
 import math
 import os
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -448,7 +447,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Scorer (features, probes, clusters): the embedded default model and its SAE.  ",
         f"Policy: {report['policy']}; {cfg['num_steps']} steps x {cfg['prompts_per_step']} prompts x "
         f"{cfg['group_size']} completions, lr {cfg['lr']}, seeds {list(cfg['seeds'])}; held-out set: "
-        f"{cfg['n_eval']} clean problems (greedy accuracy).",
+        f"{cfg['n_eval']} clean problems (greedy accuracy), of which {report['eval_prompts_in_pool']} also "
+        "appear verbatim in the training pool.",
         "",
         "## Arms",
         "",
@@ -521,8 +521,7 @@ def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}"
 
 
-def run_reproduction(config: ReproConfig, *, command: str = "", progress: bool = True,
-                     on_run: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+def run_reproduction(config: ReproConfig, *, command: str = "", progress: bool = True) -> dict[str, Any]:
     """Run every arm x seed (resuming finished and interrupted runs) and write the report into ``out_dir``."""
     from saerl_zoo.embedded import default_path
     from saerl_zoo.storage import read_json
@@ -546,15 +545,11 @@ def run_reproduction(config: ReproConfig, *, command: str = "", progress: bool =
             for arm, seed, recs in pool_executor.map(_run_arm_job, jobs):
                 records[arm][seed] = recs
                 bar.update()
-                if on_run is not None:
-                    on_run(arm, seed)
     else:
         for job in jobs:
             arm, seed, recs = _run_arm_job(job)
             records[arm][seed] = recs
             bar.update()
-            if on_run is not None:
-                on_run(arm, seed)
     bar.close()
 
     summary = summarize(records, pool["truth"])
@@ -565,6 +560,8 @@ def run_reproduction(config: ReproConfig, *, command: str = "", progress: bool =
         "machine": _machine(),
         "train_seconds": sum(a["train_seconds"] for a in summary.values()),
         "policy": config.policy or "embedded default policy (saerl_zoo/default/model)",
+        # small level-1 problem spaces repeat across generator streams: say how far "held-out" is true
+        "eval_prompts_in_pool": len({r["prompt"] for r in eval_rows} & {i["prompt"] for i in pool["items"]}),
         "config": dataclasses.asdict(config),
         "arms": summary,
         "artifacts": {kind: a["metrics"] for kind, a in sorted(artifacts.items())},
