@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from saerl_zoo.storage import write_json
+from saerl_zoo.storage import atomic_path, write_json
 
 __all__ = ["ARMS", "QUICK", "ReproConfig", "arm_sampler", "fit_artifacts", "run_reproduction", "summarize", "write_report"]
 
@@ -141,20 +140,16 @@ QUICK = {"arms": tuple(ARMS), "seeds": (0, 1), "num_steps": 4, "prompts_per_step
 # 1-2. pool, labels, artifacts
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def load_pool() -> dict[str, Any]:
     """The embedded pool, its labelled subsets (as row numbers) and the ground truth."""
+    from saerl_zoo.data import load_rows
     from saerl_zoo.embedded import default_path
 
-    items = _read_jsonl(default_path("prompts.jsonl"))
-    truth = _read_jsonl(default_path("ground_truth.jsonl"))
+    items = load_rows(default_path("prompts.jsonl"))
+    truth = load_rows(default_path("ground_truth.jsonl"), None)
     row = {item["id"]: n for n, item in enumerate(items)}
-    rates = _read_jsonl(default_path("pass_rates.jsonl"))
-    qlabels = _read_jsonl(default_path("quality_labels.jsonl"))
+    rates = load_rows(default_path("pass_rates.jsonl"), None)
+    qlabels = load_rows(default_path("quality_labels.jsonl"), None)
     return {
         "items": items,
         "truth": truth,
@@ -426,10 +421,9 @@ def plot_report(records: dict[str, dict[int, list[dict[str, Any]]]], summary: di
 def _save_figure(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
@@ -508,9 +502,8 @@ def write_report(report: dict[str, Any], records: dict[str, dict[int, list[dict[
     """report.json, report.md and the two plots, each written atomically."""
     paths = plot_report(records, report["arms"], out)
     write_json(out / "report.json", report)
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(render_markdown(report))
-    os.replace(tmp, out / "report.md")
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(render_markdown(report))
     return {"json": out / "report.json", "markdown": out / "report.md", **paths}
 
 
