@@ -5,7 +5,7 @@ For each model, on the same prompts, layer and batch size, timed round-robin:
 * ``bare forward``   — the physical limit: pre-tokenised, length-sorted batches
   through the model, stopped right after the hooked block (no SAE, no pooling,
   no tokenisation in the timed part). Target: featurize ≥ 0.9× of it.
-* ``featurize``      — ``saerl_zoo.featurize`` as shipped (tokenise, sort by
+* ``featurize``      — ``saerl_zoo.featurizer`` as shipped (tokenise, sort by
   length, forward to the layer, encode real tokens, pool, CSR).
 * ``featurize naive``— the same code with batches in the given order
   (``shard_size = batch_size``): the gain of length-sorted batching.
@@ -44,7 +44,7 @@ from benchmarks.common import (
     topk_sae,
     word_tokenizer,
 )
-from saerl_zoo.featurize import _block_output, decoder_layers, featurize
+from saerl_zoo.featurizer import _block_output, decoder_layers, featurize
 
 NAME = "featurize"
 

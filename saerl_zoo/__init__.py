@@ -13,13 +13,13 @@ from saerl_zoo._lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "featurize": "saerl_zoo.featurize",
-    "load_model": "saerl_zoo.featurize",
+    "featurize": "saerl_zoo.featurizer",
+    "load_model": "saerl_zoo.models",
     "load_sae": "saerl_zoo.zoo.api",
     "load_probe": "saerl_zoo.zoo.api",
     "list_artifacts": "saerl_zoo.zoo.api",
     "pull": "saerl_zoo.zoo.api",
-    "publish": "saerl_zoo.zoo.publish",
+    "publish": "saerl_zoo.zoo.publishing",
     "DifficultyProbe": "saerl_zoo.difficulty",
     "QualityProbe": "saerl_zoo.quality",
     "cluster": "saerl_zoo.diversity",

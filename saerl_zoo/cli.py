@@ -47,7 +47,7 @@ def _check_model_args(model_path, sae_path, gguf_file) -> None:
 
 def _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_code):
     from saerl_zoo.embedded import default_path
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
     from saerl_zoo.zoo.api import load_sae
 
     model, tokenizer = load_model(
@@ -95,7 +95,7 @@ def featurize(prompts, out, model_path, sae_path, layer, gguf_file, device, trus
     """Compute one pooled sparse SAE code per prompt."""
     _check_model_args(model_path, sae_path, gguf_file)
     from saerl_zoo.data import load_rows
-    from saerl_zoo.featurize import featurize as run
+    from saerl_zoo.featurizer import featurize as run
     from saerl_zoo.storage import save_csr
 
     rows = load_rows(_prompts_path(prompts), prompt_field)

@@ -21,7 +21,7 @@ import numpy as np
 
 from saerl_zoo.difficulty import DifficultyProbe
 from saerl_zoo.diversity import Clustering, cluster
-from saerl_zoo.featurize import featurize, resolve_layer
+from saerl_zoo.featurizer import featurize, resolve_layer
 from saerl_zoo.probe import as_features
 from saerl_zoo.quality import QualityProbe
 from saerl_zoo.sampler import SaeRLSampler, quality_mask

@@ -42,7 +42,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from saerl_zoo.featurize import POOLINGS, FeaturizeJob, Pooling, shard_path
+from saerl_zoo.featurizer import POOLINGS, FeaturizeJob, Pooling, shard_path
 from saerl_zoo.storage import load_csr, read_json, save_csr
 
 __all__ = ["featurize_distributed", "merge_cache", "rank_and_world", "shards_of_rank", "main"]
@@ -167,7 +167,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     from saerl_zoo.data import load_rows
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
     from saerl_zoo.zoo.api import load_sae
 
     if args.threads:

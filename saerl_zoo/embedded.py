@@ -23,6 +23,6 @@ def default_path(name: str) -> Path:
 
 
 def load_default_model(device: str = "cpu") -> tuple[Any, Any]:
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
 
     return load_model(default_path("model"), device=device)

@@ -8,7 +8,7 @@ The experiment, in the order :func:`run_reproduction` runs it:
    the pool. The ground truth (family, level, quality) is read for
    evaluation and for the oracle arm only.
 2. **Artifacts.** The pool is featurized twice through the same path: with
-   the policy's SAE and with :func:`~saerl_zoo.featurize.raw_activation_sae`
+   the policy's SAE and with :func:`~saerl_zoo.featurizer.raw_activation_sae`
    (the raw residual stream). On each, the difficulty probe, the quality
    probe and k-means are fitted, and scored against the ground truth.
 3. **Arms.** :data:`ARMS` is data: each arm says which features it reads and
@@ -163,7 +163,7 @@ def load_pool() -> dict[str, Any]:
 def featurize_pool(kind: str, prompts: list[str], cache_dir: Path) -> Any:
     """Pooled codes of every prompt with the embedded SAE ("sae") or the raw residual stream ("raw")."""
     from saerl_zoo.embedded import default_path, load_default_model
-    from saerl_zoo.featurize import featurize, raw_activation_sae, resolve_layer
+    from saerl_zoo.featurizer import featurize, raw_activation_sae, resolve_layer
     from saerl_zoo.zoo.api import load_sae
 
     model, tokenizer = load_default_model()
@@ -285,7 +285,7 @@ def run_arm(config: ReproConfig, arm_name: str, seed: int, artifacts: dict[str, 
             pool: dict[str, Any], eval_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Train one arm with one seed (resuming from its checkpoint) and return its log records."""
     from saerl_zoo.embedded import default_path
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
     from saerl_zoo.grpo import GRPOConfig, train
     from saerl_zoo.rewards import task_reward
     from transformers.utils import logging as hf_logging

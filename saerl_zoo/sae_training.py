@@ -92,7 +92,7 @@ def block_outputs(model: Any, layer: int, rows: list[list[int]], pad_id: int, ex
     """Output of block ``layer`` (read the way the featurizer reads it) for
     every real token of ``rows``: pads and ``exclude_ids`` (e.g. BOS) dropped.
     Computed on the model's device (a GPU model is not copied back to the CPU)."""
-    from saerl_zoo.featurize import residual_stream
+    from saerl_zoo.featurizer import residual_stream
 
     device = next(model.parameters()).device
     acts = []

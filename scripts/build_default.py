@@ -263,7 +263,7 @@ def fit_probes(out: Path, model, tokenizer, sae, items, rates, qlabels, args):
     from sklearn.exceptions import ConvergenceWarning
 
     from saerl_zoo.difficulty import DifficultyProbe
-    from saerl_zoo.featurize import featurize
+    from saerl_zoo.featurizer import featurize
     from saerl_zoo.quality import QualityProbe
 
     warnings.filterwarnings("ignore", category=ConvergenceWarning)  # ElasticNetCV's small-alpha end of the path

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from saerl_zoo.zoo.builtin import HOST_MODEL_ID, PREFIX, default_entries  # noqa: E402
-from saerl_zoo.zoo.publish import CARDS_DIR, publish, render_card  # noqa: E402
+from saerl_zoo.zoo.publishing import CARDS_DIR, publish, render_card  # noqa: E402
 from saerl_zoo.zoo.registry import BUILTIN_CATALOG, dump_catalog, read_catalog_file, read_header  # noqa: E402
 
 

@@ -210,7 +210,7 @@ def peak_rss_mib() -> float:
 
 def load_policy(threads: int) -> tuple[Any, Any, Path]:
     """SmolLM2-135M-Instruct as float32 on CPU (converted from its GGUF package once, then cached)."""
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
     from saerl_zoo.packaged_models import materialize
 
     torch.set_num_threads(threads)
@@ -599,7 +599,7 @@ def pool_features(args: argparse.Namespace, model: Any, tokenizer: Any, items: l
     the cost of the run that computed them."""
     from sae_lens import SAE
 
-    from saerl_zoo.featurize import featurize, raw_activation_sae
+    from saerl_zoo.featurizer import featurize, raw_activation_sae
 
     texts = [reading_text(tokenizer, i["question"]) for i in items]
     saes = {"sae": SAE.load_from_disk(str(args.out / "sae"), device="cpu"),

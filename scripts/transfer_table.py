@@ -56,7 +56,8 @@ sys.path.insert(0, str(ROOT))
 from saerl_zoo.data import align_labels, load_rows  # noqa: E402
 from saerl_zoo.difficulty import DifficultyProbe  # noqa: E402
 from saerl_zoo.embedded import default_path  # noqa: E402
-from saerl_zoo.featurize import featurize, load_model  # noqa: E402
+from saerl_zoo.featurizer import featurize  # noqa: E402
+from saerl_zoo.models import load_model  # noqa: E402
 from saerl_zoo.quality import QualityProbe  # noqa: E402
 from saerl_zoo.storage import atomic_path, read_json, write_json  # noqa: E402
 from saerl_zoo.transfer import GroundTruth, RefitLabels, StitchedSAE, TextActivations, TransferEvaluation, collect_activations, fit_stitch  # noqa: E402

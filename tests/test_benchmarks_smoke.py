@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import torch
 
 import saerl_zoo.diversity as dv
-import saerl_zoo.featurize as fz
+import saerl_zoo.featurizer as fz
 from conftest import PROMPTS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import saerl_zoo.featurize as fz
+import saerl_zoo.featurizer as fz
 from conftest import PROMPTS, make_char_tokenizer, make_tiny_llama, make_topk_sae
 from saerl_zoo.distributed import featurize_distributed, merge_cache, shards_of_rank
-from saerl_zoo.featurize import featurize, load_model
+from saerl_zoo.featurizer import featurize
+from saerl_zoo.models import load_model
 from saerl_zoo.storage import load_csr, save_csr
 from saerl_zoo.zoo.api import load_sae
 

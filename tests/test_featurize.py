@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import make_tiny_sae
 
-import saerl_zoo.featurize as fz
-from saerl_zoo.featurize import featurize, layer_from_hook_name, residual_stream
+import saerl_zoo.featurizer as fz
+from saerl_zoo.featurizer import featurize, layer_from_hook_name, residual_stream
 
 
 def reference(prompts, model, tokenizer, sae, layer, pooling):

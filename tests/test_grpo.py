@@ -327,7 +327,7 @@ def test_training_logs_evaluates_and_checkpoints(tmp_path, capsys):
 
 def _learns_on_level_one(model_dir, prompts_path, truth_path, steps: int = 30) -> tuple[float, float]:
     """GRPO on 16 fixed clean level-1 prompts of the task pool; mean reward of the first and last 10 steps."""
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
     from saerl_zoo.rewards import task_reward
 
     items = [json.loads(line) for line in open(prompts_path)]

@@ -7,7 +7,7 @@ import pytest
 from conftest import local_sae_entry, make_tiny_llama, make_tiny_sae, make_topk_sae
 from test_zoo_support import write_catalog
 
-from saerl_zoo.featurize import featurize
+from saerl_zoo.featurizer import featurize
 from saerl_zoo.transfer import (
     GroundTruth,
     RefitLabels,

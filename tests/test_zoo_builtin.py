@@ -17,7 +17,7 @@ from saerl_zoo.embedded import DEFAULT_DIR
 from saerl_zoo.zoo import api
 from saerl_zoo.zoo.builtin import DIFFICULTY_NAME, PREFIX, QUALITY_NAME, SAE_NAME, default_entries
 from saerl_zoo.zoo.formats import save_sae
-from saerl_zoo.zoo.publish import CARDS_DIR, render_card, validate_card
+from saerl_zoo.zoo.publishing import CARDS_DIR, render_card, validate_card
 from saerl_zoo.zoo.registry import BUILTIN_CATALOG, read_catalog_file
 
 ROOT = Path(__file__).resolve().parents[1]

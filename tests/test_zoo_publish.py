@@ -17,7 +17,7 @@ from saerl_zoo.zoo import api
 from saerl_zoo.cli import main
 from saerl_zoo.zoo.formats import save_sae
 from saerl_zoo.zoo.hub import hash_folder
-from saerl_zoo.zoo.publish import publish, validate_card
+from saerl_zoo.zoo.publishing import publish, validate_card
 from saerl_zoo.zoo.registry import CatalogError, read_catalog_file
 
 ENTRY = {

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from saerl_zoo.featurize import _check_prompts, _pad, decoder_layers, outlier_token_mask
+from saerl_zoo.featurizer import _check_prompts, _pad, decoder_layers, outlier_token_mask
 from saerl_zoo.storage import read_tensors, write_tensors
 from saerl_zoo.transfer.align import align_spans
 

@@ -13,7 +13,7 @@ import numpy as np
 
 def _load_host(sae_name: str, host: str | None, device: str, trust_remote_code: bool):
     """Host model A: --from, else the SAE's catalog entry's model."""
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
     from saerl_zoo.zoo.api import get_catalog, load_host_model
 
     if host is not None:
@@ -64,7 +64,7 @@ def transfer() -> None:
 def fit_cmd(sae_name, host, target, corpus, text_field, layer, candidate_layers, method, pairing, max_length, batch_size, seed,
             device, trust_remote_code, out, catalog, name, model_id):
     """Fit a stitch from model B (--to) into the SAE's host model (--from)."""
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
     from saerl_zoo.transfer.fit import fit_stitch_on_texts
     from saerl_zoo.transfer.register import register_stitch
     from saerl_zoo.zoo.api import load_sae
@@ -116,7 +116,7 @@ def eval_cmd(stitch_dir, sae_name, host, target, prompts, prompt_field, ground_t
     """Compare the host's SAE, probes and curriculum with the same run through model B and a stitch."""
     from saerl_zoo.data import align_labels, load_rows
     from saerl_zoo.embedded import default_path
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
     from saerl_zoo.storage import write_json
     from saerl_zoo.transfer.evaluate import GroundTruth, RefitLabels, evaluate_stitch
     from saerl_zoo.transfer.maps import StitchMap

@@ -185,7 +185,7 @@ def fit_stitch_on_texts(
 ) -> StitchMap:
     """Run the shared corpus through host A (at the SAE's layer) and B (at `source_layer`, or at every candidate
     layer, default all, to choose one), then `fit_stitch`."""
-    from saerl_zoo.featurize import decoder_layers, resolve_layer
+    from saerl_zoo.featurizer import decoder_layers, resolve_layer
     from saerl_zoo.transfer.activations import collect_activations
 
     target_layer = resolve_layer(host_model, sae, None)

@@ -428,7 +428,7 @@ def sae_metrics(sae: Any, acts: torch.Tensor) -> dict[str, float]:
 
 
 def load_host_model(art: Artifact, device: str = "cpu") -> tuple[Any, Any]:
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
 
     if art.model.package_path is not None:
         return load_model(package_folder(art.model.package_path), device=device)

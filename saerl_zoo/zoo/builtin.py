@@ -35,7 +35,7 @@ def _round(d: dict[str, Any], nd: int = 4) -> dict[str, Any]:
 def default_entries(default_dir: Path | None = None, *, package_prefix: str = "default", reference: bool = True) -> list[Artifact]:
     """Catalog entries for the embedded default found in `default_dir` (paths stored relative to the package)."""
     from saerl_zoo.embedded import DEFAULT_DIR
-    from saerl_zoo.featurize import layer_from_hook_name
+    from saerl_zoo.featurizer import layer_from_hook_name
 
     root = Path(default_dir) if default_dir is not None else DEFAULT_DIR
     for sub in ("model", "sae", "difficulty_probe", "quality_probe"):
@@ -152,7 +152,7 @@ def default_entries(default_dir: Path | None = None, *, package_prefix: str = "d
 
 
 def _add_reference_metrics(art: Artifact, root: Path) -> None:
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
     from saerl_zoo.zoo.api import load_sae
     from saerl_zoo.zoo.api import reference_metrics
 

@@ -60,7 +60,7 @@ def list_cmd(kind, model, as_json):
 def info_cmd(name, as_yaml):
     """Show an artifact's model card (or its catalog entry)."""
     from saerl_zoo.zoo.api import get_artifact
-    from saerl_zoo.zoo.publish import CARDS_DIR, render_card
+    from saerl_zoo.zoo.publishing import CARDS_DIR, render_card
 
     art = get_artifact(name)
     text = None
@@ -102,7 +102,7 @@ def pull_cmd(name, force):
 @click.option("--dry-run", is_flag=True, help="Write the exact folder and print the operations; upload nothing.")
 def publish_cmd(path, repo_id, name, entry_file, path_in_repo, out_dir, catalog, commit_message, private, dry_run):
     """Publish PATH (a catalog name or an SAE, probe or stitch folder) to the Hub with a model card."""
-    from saerl_zoo.zoo.publish import publish
+    from saerl_zoo.zoo.publishing import publish
 
     entry = yaml.safe_load(entry_file.read_text()) if entry_file else None
     result = publish(path, repo_id, entry=entry, name=name, path_in_repo=path_in_repo, out_dir=out_dir, catalog=catalog,

@@ -179,7 +179,7 @@ def heldout_metrics(recipe: dict[str, Any], out: Path, sae_dir: Path, tokenizer:
                     excluded: list[int]) -> dict[str, Any]:
     """L0, explained variance and dead fraction of the saved SAE on held-out pool prompts (pads and special tokens
     left out, as in training)."""
-    from saerl_zoo.featurize import load_model
+    from saerl_zoo.models import load_model
     from saerl_zoo.sae_training import block_outputs, sae_sequences
     from saerl_zoo.zoo.api import load_sae, sae_metrics
 
@@ -206,7 +206,8 @@ def cached(path: Path, fit: Callable[[], T], load: Callable[[Path], T]) -> T:
 
 def featurize_pool(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]], source: str) -> Any:
     """SAE codes of every pool prompt; the cache refuses shards made with another model, SAE or pool."""
-    from saerl_zoo.featurize import featurize, load_model
+    from saerl_zoo.featurizer import featurize
+    from saerl_zoo.models import load_model
     from saerl_zoo.zoo.api import load_sae
 
     device = lib.device()

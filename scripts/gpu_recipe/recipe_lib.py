@@ -218,7 +218,7 @@ class Generator:
             self.llm = LLM(model=str(path), dtype=config["dtype"], seed=seed, max_model_len=config["max_model_len"],
                            gpu_memory_utilization=config["gpu_memory_utilization"])
         elif backend == "transformers":
-            from saerl_zoo.featurize import load_model
+            from saerl_zoo.models import load_model
 
             self.model, self.tokenizer = load_model(path, device=device(), dtype=torch_dtype(config["dtype"]))
         else:
