@@ -65,6 +65,14 @@ def test_recipe_settings_are_valid():
         load_script("build_artifacts").labelled_rows(100, 0.2, 0)
 
 
+def test_recipe_reward_is_math_reward_with_its_normalisation():
+    """The recipe trains on DeepMath/MATH references such as ``\\$32,\\!348``; its TRL reward must read them as
+    saerl_zoo.rewards.math_reward does (build_artifacts and evaluate call math_reward directly)."""
+    lib = load_script("recipe_lib")
+    completions = ["\\boxed{32348}", "\\boxed{32,349}", "\\boxed{30}"]
+    assert lib.accuracy_reward(completions, answer=["\\$32,\\!348", "\\$32,\\!348", "30^\\circ"]) == [1.0, 0.0, 1.0]
+
+
 @pytest.mark.parametrize("name", ["build_artifacts", "train", "evaluate"])
 def test_help(name, capsys):
     with pytest.raises(SystemExit) as exit_info:
