@@ -7,6 +7,7 @@ point at, so catalog paths (`default/sae`, ...) resolve to the copy.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -104,9 +105,11 @@ def test_verify_gives_the_same_advice(package):
     assert last.startswith("Error:") and REINSTALL in last and "pull" not in last
 
 
-def test_restore_command_follows_the_install():
-    # this test runs from a git checkout: reinstalling would not touch the files, git puts them back
-    assert api.restore_package_command() == f"git -C {api.PACKAGE_ROOT.parent} checkout -- saerl_zoo"
+def test_restore_command_follows_the_install(package):
+    folder = api.package_folder("default/sae")
+    assert re.fullmatch(r'pip install --force-reinstall --no-deps "saerl-zoo(==[\w.]+| @ \S+)"', api.restore_package_command(folder))
+    (package.parent / ".git").mkdir()  # a source checkout: reinstalling would not touch the files, git puts them back
+    assert api.restore_package_command(folder) == f"git -C {package.parent} checkout -- saerl_zoo/default/sae"
 
 
 def test_hub_cache_file_is_checked_on_every_route(offline_hub, tmp_path, monkeypatch):

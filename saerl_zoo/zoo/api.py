@@ -138,20 +138,20 @@ def local_copy(art: Artifact) -> tuple[Path, Path] | None:
 def repair_advice(art: Artifact) -> str:
     """How to get a clean copy of a corrupt artifact: from where it came, which `pull --force` only is for Hub files."""
     if art.source.type == "package":
-        return f"it ships inside saerl-zoo, so restore the package: {restore_package_command()}"
+        return f"it ships inside saerl-zoo, so restore the package: {restore_package_command(package_folder(art.source.path))}"
     if art.source.type == "local":
         return f"restore it from your own copy, or refit it and update its entry in {art.origin}"
     return f"delete it or fetch a clean copy with `saerl-zoo pull {art.name} --force`"
 
 
-def restore_package_command() -> str:
-    """The command that puts back the files shipped in the package: git in a source checkout, else pip."""
+def restore_package_command(folder: Path) -> str:
+    """The command that puts back `folder`, shipped in the package: git in a source checkout, else pip."""
     import json
     from importlib import metadata
 
     source = PACKAGE_ROOT.parent
     if (source / ".git").exists():  # an editable install or PYTHONPATH: reinstalling would not touch these files
-        return f"git -C {source} checkout -- {PACKAGE_ROOT.name}"
+        return f"git -C {source} checkout -- {folder.relative_to(source).as_posix()}"
     try:
         dist = metadata.distribution("saerl-zoo")
     except metadata.PackageNotFoundError:
