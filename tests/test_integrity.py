@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import local_sae_entry
 from test_zoo_support import add_repo, offline_hub, sae_entry, tiny_sae, write_catalog  # noqa: F401
 
 from saerl_zoo import embedded
@@ -129,6 +130,17 @@ def test_hub_cache_file_is_checked_on_every_route(offline_hub, tmp_path, monkeyp
             load()
         message = one_line_refusal(err, "sae_weights.safetensors")
         assert "saerl-zoo pull test/tiny-sae --force" in message and "pip install" not in message, route
+
+
+def test_local_catalog_entry_is_checked_by_path(tmp_path, monkeypatch):
+    folder = save_sae(tiny_sae(), tmp_path / "sae")
+    catalog = write_catalog(tmp_path / "catalog.yaml", [local_sae_entry(folder, "test/tiny-a", hash_folder(folder))])
+    monkeypatch.setenv("SAERL_ZOO_CATALOG", str(catalog))
+    monkeypatch.delenv("SAERL_ZOO_HUB_CATALOGS", raising=False)
+    flip_byte(folder / "sae_weights.safetensors")
+    with pytest.raises(IntegrityError) as err:
+        api.load_sae(str(folder))
+    assert f"restore it from your own copy, or refit it and update its entry in {catalog}" in one_line_refusal(err, "sae_weights.safetensors")
 
 
 def test_an_unknown_folder_is_not_checked_against_the_catalog(package, tmp_path):
