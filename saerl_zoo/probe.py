@@ -28,6 +28,16 @@ CONFIG_NAME = "probe_config.json"
 WEIGHTS_NAME = "probe.safetensors"
 P = TypeVar("P", bound="LinearProbe")
 
+# The largest |decision value| (and |bias|) a sound probe gives. A regression probe predicts pass rates (or a
+# user's difficulty or quality scale): a million times such a scale comes only from corrupt weights or from
+# features the probe was not fitted on. A logistic probe's decision is log-odds: at 1e3, P(good) = 1 - e^-1000,
+# which no probe fitted on a few hundred labels can claim (the embedded one stays within about ±30).
+SCORE_BOUNDS = {"logistic": 1e3}
+REGRESSION_SCORE_BOUND = 1e6
+# An SAE code of a firing feature is O(0.1-100), so a coefficient beyond 1e6 puts every prompt that fires it past
+# any bound above; such weights come from a corrupt file (a flipped exponent bit) or a degenerate fit.
+WEIGHT_BOUND = 1e6
+
 
 @dataclasses.dataclass
 class ProbeConfig:
@@ -106,6 +116,24 @@ class LinearProbe:
         self.config = config
         if self.weight.shape[0] != config.d_in:
             raise ValueError(f"weight has {self.weight.shape[0]} entries but config says d_in={config.d_in}")
+        broken = "the weights are broken (a corrupt file or a degenerate fit)"
+        self._refuse_absurd(self.weight, "weight", WEIGHT_BOUND, broken)
+        self._refuse_absurd(np.asarray([self.bias]), "bias", self.score_bound, broken)
+
+    @property
+    def score_bound(self) -> float:
+        """The largest |decision value| this probe may give (see SCORE_BOUNDS)."""
+        return SCORE_BOUNDS.get(self.config.estimator, REGRESSION_SCORE_BOUND)
+
+    def _refuse_absurd(self, values: np.ndarray, what: str, bound: float, cause: str) -> None:
+        """One line naming the first non-finite or out-of-bound value: a silently wrong score is worse than none."""
+        bad = np.flatnonzero(~np.isfinite(values) | (np.abs(values) > bound))
+        if bad.size:
+            at = f" {bad[0]}" if values.size > 1 else ""
+            raise ValueError(
+                f"{self.kind} probe {what}{at} is {values[bad[0]]:.3g} ({bad.size} of {values.size} non-finite or beyond "
+                f"±{bound:.0e}, which no sound {self.config.estimator} probe gives): {cause}"
+            )
 
     @classmethod
     def _fit_with_heldout(
@@ -153,7 +181,10 @@ class LinearProbe:
 
     def decision_function(self, features: Any) -> np.ndarray:
         X = as_features(features, self.config.d_in)
-        return np.asarray(X @ self.weight, dtype=np.float64) + self.bias
+        scores = np.asarray(X @ self.weight, dtype=np.float64) + self.bias
+        self._refuse_absurd(scores, "score of row", self.score_bound,
+                            "the features do not fit this probe (another SAE or layer?) or its weights are corrupt")
+        return scores
 
     def predict(self, features: Any) -> np.ndarray:
         return self.decision_function(features)
@@ -171,7 +202,10 @@ class LinearProbe:
 
     @classmethod
     def load(cls: type[P], path: str | os.PathLike[str]) -> P:
+        from saerl_zoo.zoo.api import check_catalog_files
+
         path = Path(path)
+        check_catalog_files(path)  # a probe the catalog knows is checked whichever route it comes by
         raw = read_json(path / CONFIG_NAME)
         try:
             config = ProbeConfig(**raw)
@@ -180,7 +214,10 @@ class LinearProbe:
         if config.probe != cls.kind:
             raise ValueError(f"{path} holds a {config.probe} probe, not a {cls.kind} probe")
         tensors = read_tensors(path / WEIGHTS_NAME)
-        return cls(tensors["weight"], float(tensors["bias"][0]), config)
+        try:
+            return cls(tensors["weight"], float(tensors["bias"][0]), config)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(estimator={self.config.estimator!r}, d_in={self.config.d_in}, metrics={self.metrics})"

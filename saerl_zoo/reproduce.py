@@ -517,8 +517,10 @@ def _machine() -> str:
 def run_reproduction(config: ReproConfig, *, command: str = "", progress: bool = True) -> dict[str, Any]:
     """Run every arm x seed (resuming finished and interrupted runs) and write the report into ``out_dir``."""
     from saerl_zoo.embedded import default_path
+    from saerl_zoo.extras import require
     from saerl_zoo.storage import read_json
 
+    require("reproduce", "saerl-zoo reproduce")  # the eval set comes from reasoning-gym: say so before any work
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)

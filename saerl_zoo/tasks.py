@@ -173,6 +173,9 @@ def _cell_problems(stream: str, seed: int, family: str, level: int, count: int,
     exact repeats; if a small level-1 cell runs out of distinct problems
     (pools far above ~2,000 prompts) repeats are allowed rather than failing.
     """
+    from saerl_zoo.extras import require
+
+    require("reproduce", "generating tasks")
     import reasoning_gym  # imported lazily: only needed to (re)build data
 
     spec = FAMILIES[family]

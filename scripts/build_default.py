@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from saerl_zoo.extras import exit_unless_installed  # noqa: E402
 from saerl_zoo.sae_training import block_outputs, sae_sequences, train_sae  # noqa: E402
 from saerl_zoo.zoo.api import sae_metrics  # noqa: E402
 from saerl_zoo.tasks import FAMILIES, LEVELS, build_eval_set, build_pool, build_train_set, evaluate_against_truth, score  # noqa: E402
@@ -421,6 +422,7 @@ def versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    exit_unless_installed("build", "scripts/build_default.py")
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     out: Path = args.out

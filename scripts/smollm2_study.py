@@ -70,6 +70,7 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from saerl_zoo.extras import exit_unless_installed  # noqa: E402
 from saerl_zoo.storage import atomic_path, read_json, write_json  # noqa: E402
 from saerl_zoo.tasks import FAMILIES, LEVELS, format_prompt  # noqa: E402
 
@@ -1152,6 +1153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    exit_unless_installed("real-models", "scripts/smollm2_study.py")
     argv = sys.argv[1:] if argv is None else argv
     torch.set_num_threads(args.threads)
     random.seed(args.seed)

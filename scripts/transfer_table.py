@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 from saerl_zoo.data import align_labels, load_rows  # noqa: E402
 from saerl_zoo.difficulty import DifficultyProbe  # noqa: E402
 from saerl_zoo.embedded import default_path  # noqa: E402
+from saerl_zoo.extras import exit_unless_installed  # noqa: E402
 from saerl_zoo.featurizer import featurize  # noqa: E402
 from saerl_zoo.models import load_model  # noqa: E402
 from saerl_zoo.quality import QualityProbe  # noqa: E402
@@ -407,6 +408,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    exit_unless_installed("real-models", "scripts/transfer_table.py")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from saerl_zoo.transfer import (
     GroundTruth,
     RefitLabels,
     StitchedSAE,
+    StitchMap,
     TransferEvaluation,
     collect_activations,
     fit_stitch,
@@ -111,6 +112,8 @@ def test_load_sae_for_model_applies_the_registered_stitch(models, tokenizer, loc
     (folder / "stitch.safetensors").write_bytes(b"tampered")
     with pytest.raises(api.IntegrityError):
         api.load_sae("test/sae", for_model="test/tiny-b")
+    with pytest.raises(api.IntegrityError, match="restore it from your own copy"):  # by path too
+        StitchMap.load(folder)
 
 
 def test_local_entries_must_come_from_a_catalog_file():

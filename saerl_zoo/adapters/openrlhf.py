@@ -63,6 +63,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from saerl_zoo.curriculum import Curriculum
+from saerl_zoo.extras import require
 from saerl_zoo.feedback import TrainerSampler
 
 __all__ = ["install", "install_prompt_sampler", "main"]
@@ -206,6 +207,7 @@ def install(
     """
     import importlib
 
+    require("openrlhf", "the OpenRLHF adapter")
     config: dict[str, Any] = {"overrides": dict(overrides or {}), "preordered": bool(preordered)}
     if not preordered:
         if curriculum is None:

@@ -124,13 +124,16 @@ import torch
 from torch.utils.data import IterableDataset as TorchIterableDataset
 from torch.utils.data import Sampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import GRPOTrainer
 
 from saerl_zoo.curriculum import Curriculum
+from saerl_zoo.extras import require
 from saerl_zoo.feedback import OnlineFeedback
 from saerl_zoo.sampler import SaeRLSampler
 from saerl_zoo.storage import read_json, write_json
 from saerl_zoo.transfer.scorer import check_policy
+
+require("trl", "saerl_zoo.adapters.trl")  # one line naming the extra, not a bare ModuleNotFoundError
+from trl import GRPOTrainer  # noqa: E402
 
 __all__ = ["STATE_NAME", "SaeRLGRPOTrainer", "SaeRLRepeatSampler", "make_trl_trainer", "repeat_layout"]
 

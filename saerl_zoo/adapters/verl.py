@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from saerl_zoo.curriculum import Curriculum
+from saerl_zoo.extras import require
 from saerl_zoo.feedback import OnlineFeedback, TrainerSampler
 
 __all__ = ["SaeRLVerlSampler", "batch_feedback", "install_create_rl_sampler", "main", "sampler_settings"]
@@ -262,6 +263,7 @@ class _SaeRLTaskRunner:
 
 def main() -> None:
     """``python -m saerl_zoo.adapters.verl +data.sampler.saerl_curriculum=DIR <main_ppo overrides>``."""
+    require("verl", "python -m saerl_zoo.adapters.verl")
     from verl.trainer import main_ppo
 
     original = main_ppo.run_ppo

@@ -90,23 +90,16 @@ def pull(name: str | Artifact, *, force: bool = False, catalog: Catalog | None =
     """
     art = name if isinstance(name, Artifact) else _catalog(catalog).get(name)
     src = art.source
-    where = f"artifact {art.name!r}"
-    if src.type == "package":
-        folder = package_folder(src.path)
+    where, advice = f"artifact {art.name!r}", repair_advice(art)
+    if src.type in ("package", "local"):
+        folder, within = local_copy(art)
         if not folder.is_dir():
-            raise FileNotFoundError(f"{where}: {folder} is missing from the installed package")
-        verify_files(folder, art.files, where=where, within=PACKAGE_ROOT)
-        return folder
-    if src.type == "local":
-        root = local_root(art)
-        folder = safe_join(root, src.path)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{where}: {folder} is missing")
-        verify_files(folder, art.files, where=where, within=root)
+            raise FileNotFoundError(f"{where}: {folder} is missing; {advice}")
+        verify_files(folder, art.files, where=where, advice=advice, within=within)
         return folder
     if src.type == "hub":
         folder = download_snapshot(src.repo_id, revision=src.revision, subfolder=src.path, filenames=list(art.files), force_download=force)
-        verify_files(folder, art.files, where=where, within=storage_folder(_snapshot_of(folder, src.path)))
+        verify_files(folder, art.files, where=where, advice=advice, within=storage_folder(_snapshot_of(folder, src.path)))
         return folder
     # sae-lens registry entries: the files are sae-lens's business, only fetched here
     from saerl_zoo.zoo.formats import SAE_LENS_FILES, sae_lens_lookup
@@ -114,8 +107,81 @@ def pull(name: str | Artifact, *, force: bool = False, catalog: Catalog | None =
     info = sae_lens_lookup(src.release, src.sae_id)
     folder = download_snapshot(info["repo_id"], subfolder=info["path"], filenames=list(art.files) or SAE_LENS_FILES, force_download=force)
     if art.files:
-        verify_files(folder, art.files, where=where, within=storage_folder(_snapshot_of(folder, info["path"])))
+        verify_files(folder, art.files, where=where, advice=advice, within=storage_folder(_snapshot_of(folder, info["path"])))
     return folder
+
+
+def local_copy(art: Artifact) -> tuple[Path, Path] | None:
+    """(folder, the boundary its files must stay in) of an artifact's files on this machine; None when not cached.
+
+    Package and local entries are always here; Hub and sae-lens entries are
+    looked up in the Hugging Face cache without any network call.
+    """
+    src = art.source
+    if src.type == "package":
+        return package_folder(src.path), PACKAGE_ROOT
+    if src.type == "local":
+        root = local_root(art)
+        return safe_join(root, src.path), root
+    repo_id, path, revision = src.repo_id, src.path, src.revision
+    if src.type == "sae-lens":
+        from saerl_zoo.zoo.formats import sae_lens_lookup
+
+        info = sae_lens_lookup(src.release, src.sae_id)
+        repo_id, path, revision = info["repo_id"], info["path"], None
+    snapshot = cached_snapshot(repo_id, revision)
+    if snapshot is None:
+        return None
+    return safe_join(snapshot, path, within=storage_folder(snapshot)), storage_folder(snapshot)
+
+
+def repair_advice(art: Artifact) -> str:
+    """How to get a clean copy of a corrupt artifact: from where it came, which `pull --force` only is for Hub files."""
+    if art.source.type == "package":
+        return f"it ships inside saerl-zoo, so restore the package: {restore_package_command(package_folder(art.source.path))}"
+    if art.source.type == "local":
+        return f"restore it from your own copy, or refit it and update its entry in {art.origin}"
+    return f"delete it or fetch a clean copy with `saerl-zoo pull {art.name} --force`"
+
+
+def restore_package_command(folder: Path) -> str:
+    """The command that puts back `folder`, shipped in the package: git in a source checkout, else pip."""
+    import json
+    from importlib import metadata
+
+    source = PACKAGE_ROOT.parent
+    if (source / ".git").exists():  # an editable install or PYTHONPATH: reinstalling would not touch these files
+        return f"git -C {source} checkout -- {folder.relative_to(source).as_posix()}"
+    try:
+        dist = metadata.distribution("saerl-zoo")
+    except metadata.PackageNotFoundError:
+        return "reinstall saerl-zoo"
+    origin = json.loads(dist.read_text("direct_url.json") or "{}")  # PEP 610: how it was installed
+    if origin.get("url") and not origin.get("dir_info", {}).get("editable"):
+        return f'pip install --force-reinstall --no-deps "saerl-zoo @ {origin["url"]}"'
+    return f'pip install --force-reinstall --no-deps "saerl-zoo=={dist.version}"'
+
+
+def check_catalog_files(folder: str | os.PathLike[str]) -> None:
+    """If `folder` holds the local copy of a catalog artifact, check its files' sha256 before anything reads them.
+
+    Why: the catalog's sha256s must guard every route to a file it knows — its
+    name, the package folder's path (`default_path("sae")`), a path into the
+    Hugging Face cache — not only loads by name. Each SAE, probe and stitch
+    reader calls this first. Digests are kept per file version
+    (`sha256_file`), so after the first load a check costs a `stat` per file.
+    """
+    real = Path(folder).resolve()
+    in_hub_cache = "snapshots" in real.parts
+    for art in get_catalog().filter():
+        if not art.files or (art.source.type in ("hub", "sae-lens") and not in_hub_cache):
+            continue
+        try:
+            copy = local_copy(art)
+        except (KeyError, ValueError):  # an entry whose files have no place here (e.g. a local one listed from a dict)
+            continue
+        if copy is not None and copy[0].resolve() == real:
+            verify_files(copy[0], art.files, where=f"artifact {art.name!r}", advice=repair_advice(art), within=copy[1])
 
 
 def local_root(art: Artifact) -> Path:
@@ -337,6 +403,7 @@ def load_probe(name_or_path: Any, *, subfolder: str | None = None, revision: str
         raise UnknownArtifactError(unknown_name_message(name, cat.names()))
     else:
         raise TypeError(f"load_probe takes a name, repo id or folder, not {type(name).__name__}")
+    check_catalog_files(folder)  # before its config is read to pick the class
     kind = read_json(folder / CONFIG_NAME).get("probe")
     if kind not in classes:
         raise ValueError(f"{folder / CONFIG_NAME} names probe kind {kind!r}, not difficulty or quality")
@@ -489,38 +556,29 @@ def check_sae(sae: Any, art: Artifact, model: Any = None, tokenizer: Any = None)
 def verify_cache(names: list[str] | None = None, *, catalog: Catalog | None = None) -> list[dict[str, str]]:
     """Re-hash the local copies (package or HF cache) of catalog artifacts; nothing is downloaded.
 
-    Each row: name, status ('ok', 'not cached', 'MISMATCH', 'missing file', 'no sha256'), detail.
+    Each row: name, status ('ok', 'not cached', 'MISMATCH', 'missing file', 'no sha256'), detail, and
+    advice (how to get a clean copy).
     """
     cat = _catalog(catalog)
     arts = [cat.get(n) for n in names] if names else list(cat.filter())
     rows = []
     for art in arts:
-        src = art.source
+        row = {"name": art.name, "advice": repair_advice(art)}
         if not art.files:
-            rows.append({"name": art.name, "status": "no sha256", "detail": "the catalog lists no file hashes"})
+            rows.append({**row, "status": "no sha256", "detail": "the catalog lists no file hashes"})
             continue
-        if src.type == "package":
-            folder, within = package_folder(src.path), PACKAGE_ROOT
-        elif src.type == "local":
-            within = local_root(art)
-            folder = safe_join(within, src.path)
-        else:
-            repo_id, path, revision = src.repo_id, src.path, src.revision
-            if src.type == "sae-lens":
-                from saerl_zoo.zoo.formats import sae_lens_lookup
-
-                info = sae_lens_lookup(src.release, src.sae_id)
-                repo_id, path, revision = info["repo_id"], info["path"], None
-            snapshot = cached_snapshot(repo_id, revision)
-            if snapshot is None:
-                rows.append({"name": art.name, "status": "not cached", "detail": f"{repo_id}@{revision or 'main'}"})
-                continue
-            folder, within = safe_join(snapshot, path, within=storage_folder(snapshot)), storage_folder(snapshot)
+        copy = local_copy(art)
+        if copy is None:
+            src = art.source
+            where = f"{src.repo_id}@{src.revision or 'main'}" if src.type == "hub" else f"sae-lens:{src.release}/{src.sae_id}"
+            rows.append({**row, "status": "not cached", "detail": where})
+            continue
+        folder, within = copy
         try:
-            verify_files(folder, art.files, where=f"artifact {art.name!r}", within=within)
-            rows.append({"name": art.name, "status": "ok", "detail": str(folder)})
+            verify_files(folder, art.files, where=f"artifact {art.name!r}", advice=row["advice"], within=within)
+            rows.append({**row, "status": "ok", "detail": str(folder)})
         except IntegrityError as err:
-            rows.append({"name": art.name, "status": "MISMATCH", "detail": str(err)})
+            rows.append({**row, "status": "MISMATCH", "detail": str(err)})
         except FileNotFoundError as err:
-            rows.append({"name": art.name, "status": "missing file", "detail": str(err)})
+            rows.append({**row, "status": "missing file", "detail": str(err)})
     return rows

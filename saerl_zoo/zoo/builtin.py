@@ -152,10 +152,12 @@ def default_entries(default_dir: Path | None = None, *, package_prefix: str = "d
 
 
 def _add_reference_metrics(art: Artifact, root: Path) -> None:
+    from sae_lens import SAE
+
     from saerl_zoo.models import load_model
-    from saerl_zoo.zoo.api import load_sae
     from saerl_zoo.zoo.api import reference_metrics
 
     model, tokenizer = load_model(root / "model")
-    sae = load_sae(root / "sae")
+    # sae-lens's own reader: these are the new files being registered, which the catalog's old sha256s would refuse
+    sae = SAE.load_from_disk(str(root / "sae"))
     art.metrics["reference"] = reference_metrics(sae, art, model, tokenizer)

@@ -120,8 +120,10 @@ def verify_cmd(names):
     rows = verify_cache(list(names) or None)
     shown = [{**r, "detail": r["detail"] if r["status"] != "MISMATCH" else r["detail"].split(": sha256 mismatch for ")[-1].split(" (")[0] + " differs"} for r in rows]
     click.echo(_table(shown, ["name", "status", "detail"]))
-    if any(r["status"] in ("MISMATCH", "missing file") for r in rows):
-        raise click.ClickException("some cached files do not match the catalog; they will not be used (pull --force fetches clean copies)")
+    bad = [r for r in rows if r["status"] in ("MISMATCH", "missing file")]
+    if bad:
+        advice = "; ".join(dict.fromkeys(f"{r['name']}: {r['advice']}" for r in bad))
+        raise click.ClickException(f"local files do not match the catalog and will not be used. {advice}")
 
 
 COMMANDS = (list_cmd, info_cmd, pull_cmd, publish_cmd, verify_cmd)

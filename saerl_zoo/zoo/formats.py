@@ -61,8 +61,11 @@ def detect_format(folder: Path) -> str:
 def load_sae_lens_folder(folder: Path, device: str = "cpu", dtype: str | None = None) -> Any:
     from sae_lens import SAE
 
+    from saerl_zoo.zoo.api import check_catalog_files
+
     for name in SAE_LENS_FILES:
         safe_join(folder, name)
+    check_catalog_files(folder)
     try:
         return SAE.load_from_disk(str(folder), device=device, dtype=dtype)
     except Exception as err:  # sae-lens raises many kinds on a damaged folder
@@ -98,6 +101,9 @@ def load_sparsify_folder(folder: Path, device: str = "cpu", dtype: str | None = 
     from safetensors.torch import load_file
     from sae_lens import TopKSAE, TopKSAEConfig
 
+    from saerl_zoo.zoo.api import check_catalog_files
+
+    check_catalog_files(folder)
     cfg = _read_json(safe_join(folder, "cfg.json"))
     where = f"sparsify SAE {folder}"
     if cfg.get("transcode") or cfg.get("skip_connection"):

