@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 
 import pytest
@@ -130,3 +131,15 @@ PROMPTS = [
 @pytest.fixture()
 def prompts():
     return list(PROMPTS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache_in_tmp(tmp_path_factory):
+    """`curriculum`'s default feature cache ($SAERL_ZOO_CACHE) goes to a temporary folder, never the user's ~/.cache."""
+    old = os.environ.get("SAERL_ZOO_CACHE")
+    os.environ["SAERL_ZOO_CACHE"] = str(tmp_path_factory.mktemp("saerl-zoo-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SAERL_ZOO_CACHE", None)
+    else:
+        os.environ["SAERL_ZOO_CACHE"] = old
