@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import string
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,6 +102,20 @@ def synthetic_curriculum(n: int, dropped: tuple[int, ...], *, data_seed: int = 0
         sampler_kwargs={"batch_size": 8, "mixing": mixing, "rotate": True, "seed": seed, "drop_last": False},
         provenance={"test": True},
     )
+
+
+def make_cli_workspace(root):
+    """What the CLI tests run on, saved under `root`: a tiny model + SAE, 60 prompts, pass rates and 0/1 labels for 40."""
+    tokenizer = make_char_tokenizer()
+    make_tiny_llama(len(tokenizer)).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    make_tiny_sae(32).save_model(root / "sae")
+    rng = np.random.default_rng(0)
+    rows = [{"id": f"q{i}", "prompt": f"What is {a} + {b}?"} for i, (a, b) in enumerate(rng.integers(0, 999, (60, 2)))]
+    (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "pass.jsonl").write_text("".join(json.dumps({"id": r["id"], "pass_rate": float(rng.random())}) + "\n" for r in rows[:40]))
+    (root / "quality.jsonl").write_text("".join(json.dumps({"id": r["id"], "label": i % 2}) + "\n" for i, r in enumerate(rows[:40])))
+    return rows
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from click.testing import CliRunner
-from conftest import make_char_tokenizer, make_tiny_llama, make_tiny_sae
+from conftest import make_char_tokenizer, make_cli_workspace, make_tiny_llama, make_tiny_sae
 
 from saerl_zoo.cli import BUG_EXIT_CODE, main
 from saerl_zoo.embedded import default_path
@@ -53,15 +53,8 @@ def snapshot(path: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli-errors")
-    tokenizer = make_char_tokenizer()
-    make_tiny_llama(len(tokenizer)).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    make_tiny_sae(32).save_model(root / "sae")
-    rng = np.random.default_rng(0)
-    rows = [{"id": f"q{i}", "prompt": f"What is {a} + {b}?"} for i, (a, b) in enumerate(rng.integers(0, 999, (60, 2)))]
-    (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = make_cli_workspace(root)
     (root / "other_prompts.jsonl").write_text("".join(json.dumps({**r, "prompt": r["prompt"] + " Explain."}) + "\n" for r in rows[:30]))
-    (root / "pass.jsonl").write_text("".join(json.dumps({"id": r["id"], "pass_rate": float(rng.random())}) + "\n" for r in rows[:40]))
     result = run("featurize", "--prompts", root / "prompts.jsonl", "--out", root / "X.safetensors", "--model", root / "model", "--sae", root / "sae")
     assert result.exit_code == 0, result.output
     (root / "corrupt.safetensors").write_bytes(b"not a safetensors file")
