@@ -7,7 +7,6 @@ policy, its SAE and probes), so it runs offline on a fresh machine.
 from __future__ import annotations
 
 import json
-import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ import click
 
 from saerl_zoo.errors import one_line
 
-CACHE_ENV = "SAERL_ZOO_CACHE"
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace the files an existing --out holds (without it, a non-empty --out is refused).")
 MODEL_OPTIONS = [
     click.option("--model", "model_path", help="HF causal LM (folder or Hub id). Default: the embedded tiny policy."),
@@ -33,7 +31,7 @@ FEATURIZE_OPTIONS = [
     click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
                  help="Feature cache: finished shards are kept in a subfolder named for the inputs (model, SAE, prompts, "
                       "settings), so a rerun resumes and other inputs get their own. featurize: none unless given; "
-                      f"curriculum: ${CACHE_ENV}/features, else ~/.cache/saerl-zoo/features."),
+                      "curriculum: $SAERL_ZOO_CACHE/features, else ~/.cache/saerl_zoo/features."),
     click.option("--prompt-field", default="prompt", show_default=True, help="Field of each row holding the prompt text."),
 ]
 
@@ -67,8 +65,9 @@ def _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_co
 
 def _default_feature_cache() -> Path:
     """Where `curriculum` keeps feature shards: outside --out, so a refused or resumed --out never holds a cache."""
-    root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "saerl-zoo"
-    return Path(root) / "features"
+    from saerl_zoo.storage import cache_root
+
+    return cache_root() / "features"
 
 
 def _prompts_path(prompts: Path | None) -> Path:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from saerl_zoo.errors import UserError, bounded_list
+
+CACHE_ENV = "SAERL_ZOO_CACHE"
 
 
 @contextlib.contextmanager
@@ -46,15 +49,43 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _create_temporary(path: Path) -> Path:
-    """An empty, new `.<name>.<random>.tmp` file next to `path`, created exclusively with mode 0666 & ~umask."""
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new empty folder next to `path`; on success it replaces `path` (and any old one), else it is removed.
+
+    For artifacts of several files (checkpoints, converted models): a reader
+    sees the old folder or the finished new one. Modes follow the umask, as
+    for `atomic_path` (`tempfile.mkdtemp` would make the folder 0700).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _create_temporary(path, folder=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _create_temporary(path: Path, folder: bool = False) -> Path:
+    """A new `.<name>.<random>.tmp` file (or folder) next to `path`, created exclusively with the umask's mode."""
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            if folder:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:  # 48 random bits: a clash is vanishingly rare, but never clobber a file
             continue
         return tmp
+
+
+def cache_root() -> Path:
+    """saerl-zoo's own cache folder (converted packaged models, feature shards): $SAERL_ZOO_CACHE, else ~/.cache/saerl_zoo."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "saerl_zoo")
 
 
 class OutputExistsError(UserError):

@@ -22,7 +22,7 @@ from conftest import make_char_tokenizer, make_cli_workspace, make_tiny_llama, m
 from saerl_zoo.cli import BUG_EXIT_CODE, main
 from saerl_zoo.embedded import default_path
 from saerl_zoo.featurizer import featurize
-from saerl_zoo.storage import save_csr, write_json, write_tensors
+from saerl_zoo.storage import atomic_folder, save_csr, write_json, write_tensors
 
 
 def run(*args, env=None):
@@ -202,6 +202,8 @@ def test_outputs_follow_the_umask(w, tmp_path):
         write_tensors(tmp_path / "b.safetensors", {"x": np.zeros(3)})  # safetensors recreates the file it writes
         save_csr(tmp_path / "c.safetensors", sp.eye(3, format="csr"))
         assert run("cluster", "--features", w / "X.safetensors", "--k", 3, "--out", tmp_path / "clusters").exit_code == 0
+        with atomic_folder(tmp_path / "checkpoint") as folder:  # checkpoints, converted models
+            write_json(folder / "state.json", {"step": 1})
         os.umask(0o077)
         write_json(tmp_path / "private.json", {"x": 1})
     finally:
@@ -209,7 +211,8 @@ def test_outputs_follow_the_umask(w, tmp_path):
     modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
     assert modes.pop("private.json") == 0o600
     assert set(modes.values()) == {0o644}, modes
-    assert len(modes) >= 5 and not list(tmp_path.rglob("*.tmp"))
+    assert len(modes) >= 6 and not list(tmp_path.rglob("*.tmp"))
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "clusters", tmp_path / "checkpoint")} == {0o755}
 
 
 def test_many_bad_prompts_are_listed_bounded_and_numbered(w, tmp_path):
