@@ -7,11 +7,15 @@ policy, its SAE and probes), so it runs offline on a fresh machine.
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
 from typing import Any
 
 import click
 
+from saerl_zoo.errors import one_line
+
+OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace the files an existing --out holds (without it, a non-empty --out is refused).")
 MODEL_OPTIONS = [
     click.option("--model", "model_path", help="HF causal LM (folder or Hub id). Default: the embedded tiny policy."),
     click.option("--sae", "sae_path", help="sae-lens SAE folder for that model. Default: the embedded SAE."),
@@ -24,7 +28,10 @@ FEATURIZE_OPTIONS = [
     click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True, help="Pool SAE codes over prompt tokens."),
     click.option("--batch-size", "featurize_batch_size", type=int, default=32, show_default=True, help="Prompts per forward pass."),
     click.option("--max-length", type=int, default=512, show_default=True, help="Truncate prompts to this many tokens."),
-    click.option("--cache-dir", type=click.Path(path_type=Path), help="Keep finished shards here; a rerun resumes from them."),
+    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                 help="Feature cache: finished shards are kept in a subfolder named for the inputs (model, SAE, prompts, "
+                      "settings), so a rerun resumes and other inputs get their own. featurize: none unless given; "
+                      "curriculum: $SAERL_ZOO_CACHE/features, else ~/.cache/saerl_zoo/features."),
     click.option("--prompt-field", default="prompt", show_default=True, help="Field of each row holding the prompt text."),
 ]
 
@@ -56,25 +63,62 @@ def _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_co
     return model, tokenizer, load_sae(sae_path or default_path("sae"), device=device)
 
 
+def _default_feature_cache() -> Path:
+    """Where `curriculum` keeps feature shards: outside --out, so a refused or resumed --out never holds a cache."""
+    from saerl_zoo.storage import cache_root
+
+    return cache_root() / "features"
+
+
 def _prompts_path(prompts: Path | None) -> Path:
     from saerl_zoo.embedded import default_path
 
     return prompts if prompts is not None else default_path("prompts.jsonl")
 
 
+DEBUG_ENV = "SAERL_ZOO_DEBUG"
+USER_ERRORS = (ValueError, OSError, ImportError)  # bad input, files/permissions/network, a missing optional package
+BUG_EXIT_CODE = 70  # EX_SOFTWARE: a fault of saerl-zoo, not of the input (user errors exit 1, usage errors 2)
+
+
+class _Bug(click.ClickException):
+    exit_code = BUG_EXIT_CODE
+
+
+def _describe(err: BaseException) -> str:
+    """One line for a user error: an OSError as `path: reason`, anything else by its message."""
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror}"
+    return one_line(err) or type(err).__name__
+
+
 class _Group(click.Group):
-    """Show bad input (missing files, wrong shapes, corrupt artifacts) as one clear line, not a traceback."""
+    """Every error reaching the CLI becomes one line and an exit code, for every subcommand.
+
+    Bad input (a ValueError such as `UserError`, an OSError, a missing
+    package) exits 1 with its message; any other exception is a bug and exits
+    70 with a hint to rerun with --debug, which prints the traceback first.
+    Errors of nested groups (`transfer`) and of the zoo commands pass through here too.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-            raise click.ClickException(str(err)) from err
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as err:
+            if ctx.params.get("debug"):
+                click.echo(traceback.format_exc(), err=True, nl=False)
+            if isinstance(err, USER_ERRORS):
+                raise click.ClickException(_describe(err)) from err
+            raise _Bug(f"unexpected {type(err).__name__}: {one_line(err)} (a bug in saerl-zoo: rerun as `saerl-zoo --debug ...` "
+                       f"or with {DEBUG_ENV}=1 for the traceback, and report it)") from err
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="saerl-zoo")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar=DEBUG_ENV, help=f"Print the traceback of an error (also {DEBUG_ENV}=1).")
+def main(debug: bool) -> None:
     """SaeRL data engineering for RL post-training.
 
     Read each prompt through a sparse autoencoder on the policy's residual
@@ -84,19 +128,26 @@ def main() -> None:
     Typical flow: featurize → fit-probe (difficulty, quality) → curriculum.
     `saerl-zoo curriculum --out runs/demo` runs the whole flow on the embedded
     default with nothing downloaded.
+
+    A command refuses an existing --out (a file, or a non-empty folder) unless
+    given --overwrite; `reproduce` resumes its --out instead. Errors are one
+    line (exit 1; 70 for a bug); --debug shows the traceback.
     """
 
 
 @main.command()
 @click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="jsonl/parquet prompt set. Default: the embedded one.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Feature file to write (.safetensors).")
+@OVERWRITE
 @_apply(MODEL_OPTIONS + FEATURIZE_OPTIONS)
-def featurize(prompts, out, model_path, sae_path, layer, gguf_file, device, trust_remote_code, pooling, featurize_batch_size, max_length, cache_dir, prompt_field):
+def featurize(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, device, trust_remote_code, pooling, featurize_batch_size, max_length, cache_dir, prompt_field):
     """Compute one pooled sparse SAE code per prompt."""
     _check_model_args(model_path, sae_path, gguf_file)
     from saerl_zoo.data import load_rows
     from saerl_zoo.featurizer import featurize as run
-    from saerl_zoo.storage import save_csr
+    from saerl_zoo.storage import check_output, save_csr
+
+    check_output(out, overwrite=overwrite)
 
     rows = load_rows(_prompts_path(prompts), prompt_field)
     model, tokenizer, sae = _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_code)
@@ -118,12 +169,15 @@ def featurize(prompts, out, model_path, sae_path, layer, gguf_file, device, trus
 @click.option("--estimator", type=click.Choice(["logistic", "ridge"]), default="logistic", show_default=True, help="Quality probe: logistic on 0/1 labels or ridge on a score.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for probe.safetensors + probe_config.json.")
-def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator, seed, out):
+@OVERWRITE
+def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator, seed, out, overwrite):
     """Fit a difficulty or quality probe on a labelled subset and report held-out metrics."""
     from saerl_zoo.data import align_labels, load_rows
     from saerl_zoo.difficulty import DifficultyProbe
     from saerl_zoo.quality import QualityProbe
-    from saerl_zoo.storage import load_csr
+    from saerl_zoo.storage import check_output, load_csr
+
+    check_output(out, overwrite=overwrite)
 
     X = load_csr(features)
     rows = load_rows(_prompts_path(prompts), prompt_field=None)
@@ -145,10 +199,13 @@ def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator
 @click.option("--k", "n_clusters", type=int, help="Number of clusters. Default: sqrt(n/2), between 2 and 100.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the centres and labels.")
-def cluster_cmd(features, n_clusters, seed, out):
+@OVERWRITE
+def cluster_cmd(features, n_clusters, seed, out, overwrite):
     """k-means clusters in SAE feature space (the diversity property)."""
     from saerl_zoo.diversity import cluster
-    from saerl_zoo.storage import load_csr
+    from saerl_zoo.storage import check_output, load_csr
+
+    check_output(out, overwrite=overwrite)
 
     result = cluster(load_csr(features), n_clusters, seed=seed)
     result.save(out)
@@ -159,6 +216,7 @@ def cluster_cmd(features, n_clusters, seed, out):
 @main.command()
 @click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="jsonl/parquet prompt set. Default: the embedded one.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the ordered dataset, curriculum and report.")
+@OVERWRITE
 @_apply(MODEL_OPTIONS + FEATURIZE_OPTIONS)
 @click.option("--difficulty-probe", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Default: the embedded probe when using the embedded model.")
 @click.option("--quality-probe", type=click.Path(exists=True, file_okay=False, path_type=Path), help="Default: the embedded probe when using the embedded model.")
@@ -172,7 +230,7 @@ def cluster_cmd(features, n_clusters, seed, out):
 @click.option("--mixing", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Share of each batch exchanged with its neighbour (0 = pure clusters, 1 = shuffled).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
-def curriculum(prompts, out, model_path, sae_path, layer, gguf_file, device, trust_remote_code, pooling, featurize_batch_size, max_length, cache_dir, prompt_field,
+def curriculum(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, device, trust_remote_code, pooling, featurize_batch_size, max_length, cache_dir, prompt_field,
                difficulty_probe, quality_probe, no_difficulty, no_quality, no_clusters, n_clusters, quality_threshold, keep_fraction, batch_size, mixing, seed, fmt):
     """Order a prompt set into a SaeRL curriculum: ordered dataset + report (table and plot)."""
     _check_model_args(model_path, sae_path, gguf_file)
@@ -181,7 +239,9 @@ def curriculum(prompts, out, model_path, sae_path, layer, gguf_file, device, tru
     from saerl_zoo.difficulty import DifficultyProbe
     from saerl_zoo.embedded import default_path
     from saerl_zoo.quality import QualityProbe
+    from saerl_zoo.storage import check_output
 
+    check_output(out, overwrite=overwrite)
     rows = load_rows(_prompts_path(prompts), prompt_field)
     model, tokenizer, sae = _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_code)
     if model_path is None:
@@ -190,7 +250,7 @@ def curriculum(prompts, out, model_path, sae_path, layer, gguf_file, device, tru
     result = build_curriculum(
         [r[prompt_field] for r in rows], model, tokenizer, sae,
         layer=layer, pooling=pooling, featurize_batch_size=featurize_batch_size, max_length=max_length,
-        cache_dir=cache_dir or out / "feature_cache",
+        cache_dir=cache_dir or _default_feature_cache(),
         difficulty_probe=None if no_difficulty or difficulty_probe is None else DifficultyProbe.load(difficulty_probe),
         quality_probe=None if no_quality or quality_probe is None else QualityProbe.load(quality_probe),
         use_clusters=not no_clusters, n_clusters=n_clusters, quality_threshold=quality_threshold, keep_fraction=keep_fraction,
@@ -218,7 +278,8 @@ def _csv(kind):
 
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/reproduce"), show_default=True,
-              help="Runs, checkpoints and the report go here; rerunning the same command resumes.")
+              help="Job folder for runs, checkpoints and the report: an existing one is resumed (never refused or wiped), "
+                   "so rerunning the same command continues where it stopped.")
 @click.option("--quick", is_flag=True, help="Every arm, 2 seeds, a few steps: a smoke test of the whole pipeline (minutes).")
 @click.option("--arms", callback=_csv(str), help="Comma-separated subset of arms (default: all; 'vanilla' is required).")
 @click.option("--seeds", callback=_csv(int), help="Comma-separated RL seeds. Default: 0,1,2.")

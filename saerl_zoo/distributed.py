@@ -2,7 +2,7 @@
 
 A pool of 10^5-10^6 prompts is cut into the shards `featurize` already uses
 (``shard_size`` prompts each, cached as ``shard-00000.safetensors`` ... next
-to a ``manifest.json``). Rank r of W computes shards r, r + W, r + 2W, ... and
+to a ``manifest.json``, in the cache's subfolder for these inputs). Rank r of W computes shards r, r + W, r + 2W, ... and
 writes each one atomically into the shared cache folder; after a barrier,
 :func:`merge_cache` stacks all shards into the full matrix. The folder is the
 very cache `featurize` reads, so:
@@ -68,7 +68,11 @@ def shards_of_rank(n_prompts: int, shard_size: int, rank: int, world_size: int) 
 
 
 def merge_cache(cache_dir: str | os.PathLike[str]) -> sp.csr_matrix:
-    """Stack every shard of a featurize cache folder into the full (n_prompts × d_sae) CSR matrix."""
+    """Stack every shard of one featurize cache folder into the full (n_prompts × d_sae) CSR matrix.
+
+    `cache_dir` is the folder of one input set (the `<cache root>/<key>` that
+    `FeaturizeJob.cache` names), the one holding manifest.json and the shards.
+    """
     cache_dir = Path(cache_dir)
     manifest = read_json(cache_dir / MANIFEST)
     n, size = int(manifest["n_prompts"]), int(manifest["shard_size"])
@@ -151,6 +155,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt-field", default="prompt")
     p.add_argument("--cache-dir", required=True, type=Path, help="shared folder for the shards (all ranks must see it)")
     p.add_argument("--out", type=Path, help="feature file rank 0 writes after the merge (.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (without it, an existing --out is refused)")
     p.add_argument("--layer", type=int)
     p.add_argument("--pooling", choices=POOLINGS, default="mean")
     p.add_argument("--batch-size", type=int, default=32)
@@ -168,7 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     from saerl_zoo.data import load_rows
     from saerl_zoo.models import load_model
+    from saerl_zoo.storage import check_output
     from saerl_zoo.zoo.api import load_sae
+
+    if args.out is not None:
+        check_output(args.out, overwrite=args.overwrite)
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,7 +8,9 @@ codes are pooled over the prompt's real tokens (padding and special tokens such
 as BOS are skipped: their outlier norms would dominate a mean).
 
 Work is done in shards of the prompt list; with a `cache_dir`, every finished
-shard is written atomically, so a killed run resumes where it stopped.
+shard is written atomically into a subfolder named for the inputs (model, SAE,
+prompts, settings), so a killed run resumes where it stopped and other inputs
+get a subfolder of their own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from saerl_zoo.errors import numbered_prompts
 from saerl_zoo.storage import load_csr, read_json, save_csr, write_json
 
 Pooling = Literal["mean", "max"]
@@ -280,11 +283,7 @@ def _encode_batch(
     pooled = pooled.float()
     if pooling == "mean":
         pooled /= counts.clamp_min(1)[:, None].to(pooled)
-    pooled = pooled.cpu().numpy()
-    bad = np.flatnonzero(~np.isfinite(pooled).all(1))
-    if len(bad):
-        raise ValueError(f"NaN/inf in the SAE features of prompts {[texts[i][:40] for i in bad]}")
-    return pooled
+    return pooled.cpu().numpy()
 
 
 def outlier_token_mask(acts: torch.Tensor, token_mask: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -311,11 +310,13 @@ def _featurize_shard(
     max_length: int,
     bar: tqdm,
     preprocessing: dict[str, Any],
+    first: int = 0,
 ) -> sp.csr_matrix:
     """Featurize one shard, batching prompts of similar length so padding is small.
 
     The shard is tokenised once (lengths for the sort and the ids of every
     batch come from the same call); batches are padded from those ids.
+    `first` is the index of the shard's first prompt in the whole set, for messages.
     """
     enc = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True, return_attention_mask=False)
     ids, special = enc["input_ids"], enc["special_tokens_mask"]
@@ -323,7 +324,7 @@ def _featurize_shard(
         special = [[0] * len(x) for x in ids]
     empty = [i for i, mask in enumerate(special) if all(mask)]
     if empty:
-        raise ValueError(f"prompts {[texts[i][:40] for i in empty]} have no tokens besides special tokens")
+        raise ValueError(f"{len(empty)} prompts have no tokens besides special tokens: {numbered_prompts(empty, texts, first=first)}")
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     order = np.argsort(lengths, kind="stable")[::-1]
     block = decoder_layers(model)[layer]
@@ -337,8 +338,12 @@ def _featurize_shard(
         )
         batches.append(sp.csr_matrix(pooled))
         bar.update(len(idx))
-    sorted_rows = sp.vstack(batches, format="csr")
-    return sorted_rows[np.argsort(order)].astype(np.float32)
+    shard = sp.vstack(batches, format="csr")[np.argsort(order)].astype(np.float32)
+    coo = shard.tocoo()
+    bad = np.unique(coo.row[~np.isfinite(coo.data)])
+    if len(bad):
+        raise ValueError(f"NaN/inf in the SAE features of {len(bad)} prompts: {numbered_prompts(bad, texts, first=first)}")
+    return shard
 
 
 def _fingerprint(
@@ -368,18 +373,21 @@ def _fingerprint(
     }
 
 
-def _open_cache(cache_dir: Path, fingerprint: dict[str, Any]) -> None:
+def _open_cache(cache_root: Path, fingerprint: dict[str, Any]) -> Path:
+    """The cache folder of these inputs: `cache_root/<hash of the fingerprint>`, created with its manifest.
+
+    Keying the folder by the inputs lets one cache root serve any number of
+    prompt sets, models and settings side by side: a run with other inputs
+    gets a folder of its own instead of an error, and a rerun finds its shards.
+    """
+    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    cache_dir = cache_root / key
     manifest = cache_dir / "manifest.json"
-    if manifest.exists():
-        found = read_json(manifest)
-        diff = sorted(k for k in set(found) | set(fingerprint) if found.get(k) != fingerprint.get(k))
-        if diff:
-            raise ValueError(
-                f"the cache in {cache_dir} was made with other inputs (differs in {diff}); "
-                "use another cache folder or delete this one"
-            )
-    else:
+    if not manifest.exists():
         write_json(manifest, fingerprint)
+    elif read_json(manifest) != fingerprint:  # only a hand-edited or foreign manifest gets here
+        raise ValueError(f"{manifest} does not describe the inputs its folder name was made from; delete {cache_dir}")
+    return cache_dir
 
 
 def shard_path(cache_dir: str | os.PathLike[str], shard: int) -> Path:
@@ -400,7 +408,7 @@ class FeaturizeJob:
     batch_size: int
     max_length: int
     shard_size: int
-    cache: Path | None
+    cache: Path | None  # this input set's folder inside the caller's cache_dir
     preprocessing: dict[str, Any]
 
     @classmethod
@@ -428,7 +436,7 @@ class FeaturizeJob:
         if job.cache is not None:
             fingerprint = _fingerprint(prompts, model, tokenizer, sae, layer, pooling, max_length, shard_size)
             fingerprint["preprocessing"] = {k: preprocessing.get(k) for k in ("special_tokens", "outlier_norm_ratio")}
-            _open_cache(job.cache, fingerprint)
+            job.cache = _open_cache(job.cache, fingerprint)
         return job
 
     @property
@@ -456,7 +464,8 @@ class FeaturizeJob:
         """Featurize shard `s` and, with a cache, write it atomically."""
         texts = self.shard_texts(s)
         shard = _featurize_shard(
-            texts, self.model, self.tokenizer, self.sae, self.layer, self.pooling, self.batch_size, self.max_length, bar, self.preprocessing
+            texts, self.model, self.tokenizer, self.sae, self.layer, self.pooling, self.batch_size, self.max_length, bar, self.preprocessing,
+            first=s * self.shard_size,
         )
         path = self.shard_path(s)
         if path is not None:
@@ -484,6 +493,8 @@ def featurize(
     `layer` indexes decoder blocks from 0 and reads the block's output (the
     residual stream after it, `hidden_states[layer + 1]`); by default it is read
     from the SAE's hook name. `sae` is a sae-lens `SAE` or its saved folder.
+    With `cache_dir`, finished shards go to `cache_dir/<hash of the inputs>/`
+    and a rerun with the same inputs loads them instead of computing.
     """
     job = FeaturizeJob.prepare(prompts, model, tokenizer, sae, layer, pooling, batch_size, max_length, shard_size, cache_dir)
     shards: list[sp.csr_matrix] = []

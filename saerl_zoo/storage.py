@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,20 +23,93 @@ import scipy.sparse as sp
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from saerl_zoo.errors import UserError, bounded_list
+
+CACHE_ENV = "SAERL_ZOO_CACHE"
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only on success."""
+    """Yield a temporary path next to `path`; rename it onto `path` only on success.
+
+    The file gets mode 0666 less the user's umask, as `open` would give `path`
+    itself: `tempfile.mkstemp` makes 0600 files, and some writers (safetensors)
+    recreate the file they are given, so the mode is set again before the rename.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _create_temporary(path)
+    mode = tmp.stat().st_mode & 0o777  # 0666 & ~umask, applied by the kernel: no umask() call, no race
     try:
-        yield Path(tmp)
+        yield tmp
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new empty folder next to `path`; on success it replaces `path` (and any old one), else it is removed.
+
+    For artifacts of several files (checkpoints, converted models): a reader
+    sees the old folder or the finished new one. Modes follow the umask, as
+    for `atomic_path` (`tempfile.mkdtemp` would make the folder 0700).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _create_temporary(path, folder=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _create_temporary(path: Path, folder: bool = False) -> Path:
+    """A new `.<name>.<random>.tmp` file (or folder) next to `path`, created exclusively with the umask's mode."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            if folder:
+                os.mkdir(tmp, 0o777)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # 48 random bits: a clash is vanishingly rare, but never clobber a file
+            continue
+        return tmp
+
+
+def cache_root() -> Path:
+    """saerl-zoo's own cache folder (converted packaged models, feature shards): $SAERL_ZOO_CACHE, else ~/.cache/saerl_zoo."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "saerl_zoo")
+
+
+class OutputExistsError(UserError):
+    """An output that already holds results and was not declared replaceable (`--overwrite`)."""
+
+
+def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Refuse an existing file or non-empty folder as an output unless `overwrite`.
+
+    Called before any work, so a refused command writes nothing: a finished
+    result is never replaced by accident. With `overwrite` the command replaces
+    the files it writes; other files in the folder stay.
+    """
+    path = Path(path)
+    if overwrite or not path.exists():
+        return path
+    if not path.is_dir():
+        raise OutputExistsError(f"{path} already exists: give --overwrite to replace it, or another --out")
+    held = sorted(p.name for p in path.iterdir())
+    if held:
+        raise OutputExistsError(
+            f"{path} is not empty (it holds {bounded_list(held, 3)}): give --overwrite to replace its files, or another --out"
+        )
+    return path
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

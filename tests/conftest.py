@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import string
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,6 +104,20 @@ def synthetic_curriculum(n: int, dropped: tuple[int, ...], *, data_seed: int = 0
     )
 
 
+def make_cli_workspace(root):
+    """What the CLI tests run on, saved under `root`: a tiny model + SAE, 60 prompts, pass rates and 0/1 labels for 40."""
+    tokenizer = make_char_tokenizer()
+    make_tiny_llama(len(tokenizer)).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    make_tiny_sae(32).save_model(root / "sae")
+    rng = np.random.default_rng(0)
+    rows = [{"id": f"q{i}", "prompt": f"What is {a} + {b}?"} for i, (a, b) in enumerate(rng.integers(0, 999, (60, 2)))]
+    (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "pass.jsonl").write_text("".join(json.dumps({"id": r["id"], "pass_rate": float(rng.random())}) + "\n" for r in rows[:40]))
+    (root / "quality.jsonl").write_text("".join(json.dumps({"id": r["id"], "label": i % 2}) + "\n" for i, r in enumerate(rows[:40])))
+    return rows
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return make_char_tokenizer()
@@ -130,3 +147,15 @@ PROMPTS = [
 @pytest.fixture()
 def prompts():
     return list(PROMPTS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache_in_tmp(tmp_path_factory):
+    """`curriculum`'s default feature cache ($SAERL_ZOO_CACHE) goes to a temporary folder, never the user's ~/.cache."""
+    old = os.environ.get("SAERL_ZOO_CACHE")
+    os.environ["SAERL_ZOO_CACHE"] = str(tmp_path_factory.mktemp("saerl-zoo-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SAERL_ZOO_CACHE", None)
+    else:
+        os.environ["SAERL_ZOO_CACHE"] = old

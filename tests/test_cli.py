@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import make_char_tokenizer, make_tiny_llama, make_tiny_sae
+from conftest import make_cli_workspace
 
 from saerl_zoo.cli import main
 from saerl_zoo.data import load_rows
@@ -24,15 +24,7 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    tokenizer = make_char_tokenizer()
-    make_tiny_llama(len(tokenizer)).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    make_tiny_sae(32).save_model(root / "sae")
-    rng = np.random.default_rng(0)
-    rows = [{"id": f"q{i}", "prompt": f"What is {a} + {b}?"} for i, (a, b) in enumerate(rng.integers(0, 999, (60, 2)))]
-    (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "pass.jsonl").write_text("".join(json.dumps({"id": r["id"], "pass_rate": float(rng.random())}) + "\n" for r in rows[:40]))
-    (root / "quality.jsonl").write_text("".join(json.dumps({"id": r["id"], "label": i % 2}) + "\n" for i, r in enumerate(rows[:40])))
+    make_cli_workspace(root)
     return root
 
 

@@ -87,10 +87,11 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, artifacts, one_thread):
     want = single_process(artifacts)
     for rank in (0, 1):  # every rank got the merged matrix
         np.testing.assert_array_equal(load_csr(out / f"rank{rank}.safetensors").toarray(), want)
-    # each rank wrote its own shards into the shared cache, in featurize's layout
-    assert sorted(p.name for p in cache.glob("shard-*")) == [f"shard-{s:05d}.safetensors" for s in range(6)]
-    assert json.loads((cache / "manifest.json").read_text())["shard_size"] == SHARD
-    np.testing.assert_array_equal(merge_cache(cache).toarray(), want)
+    # each rank wrote its own shards into the shared cache, in featurize's layout: one folder for these inputs
+    (folder,) = cache.iterdir()
+    assert sorted(p.name for p in folder.glob("shard-*")) == [f"shard-{s:05d}.safetensors" for s in range(6)]
+    assert json.loads((folder / "manifest.json").read_text())["shard_size"] == SHARD
+    np.testing.assert_array_equal(merge_cache(folder).toarray(), want)
 
 
 def test_cache_is_featurize_compatible_and_resumable(tmp_path, artifacts, one_thread, monkeypatch):
@@ -101,9 +102,10 @@ def test_cache_is_featurize_compatible_and_resumable(tmp_path, artifacts, one_th
     kwargs = dict(cache_dir=cache, batch_size=3, shard_size=SHARD, world_size=2, progress=False)
 
     assert featurize_distributed(POOL, model, tokenizer, sae, rank=0, merge=False, **kwargs) is None
-    assert sorted(p.name for p in cache.glob("shard-*")) == [f"shard-{s:05d}.safetensors" for s in (0, 2, 4)]
+    (folder,) = cache.iterdir()
+    assert sorted(p.name for p in folder.glob("shard-*")) == [f"shard-{s:05d}.safetensors" for s in (0, 2, 4)]
     with pytest.raises(FileNotFoundError, match="3 of 6 shards are missing"):
-        merge_cache(cache)
+        merge_cache(folder)
 
     merged = featurize_distributed(POOL, model, tokenizer, sae, rank=1, **kwargs)  # no process group: no barrier
     want = single_process(artifacts)
@@ -118,8 +120,9 @@ def test_cache_is_featurize_compatible_and_resumable(tmp_path, artifacts, one_th
     )
     again = featurize_distributed(POOL, model, tokenizer, sae, rank=0, **kwargs)  # resume: nothing left to do
     np.testing.assert_array_equal(again.toarray(), want)
-    with pytest.raises(ValueError, match="other inputs"):
-        featurize_distributed(POOL, model, tokenizer, sae, rank=0, pooling="max", merge=False, **kwargs)
+    monkeypatch.undo()  # other inputs (max pooling) get a folder of their own, next to the first
+    featurize_distributed(POOL, model, tokenizer, sae, rank=0, pooling="max", merge=False, **kwargs)
+    assert len(list(cache.iterdir())) == 2 and len(list(folder.glob("shard-*"))) == 6
 
 
 def test_torchrun_command_line(tmp_path, artifacts):

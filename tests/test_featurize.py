@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -114,8 +116,8 @@ def test_cache_resumes_after_interruption(tmp_path, monkeypatch, prompts, tiny_m
     cache = tmp_path / "cache"
     with pytest.raises(KeyboardInterrupt):
         featurize(prompts, tiny_model, tokenizer, tiny_sae, batch_size=2, shard_size=2, cache_dir=cache, progress=False)
-    assert sorted(p.name for p in cache.glob("shard-*")) == ["shard-00000.safetensors", "shard-00001.safetensors"]
-    assert not list(cache.glob(".*tmp"))
+    assert sorted(p.name for p in cache.glob("*/shard-*")) == ["shard-00000.safetensors", "shard-00001.safetensors"]
+    assert not list(cache.glob("*/.*tmp"))
 
     calls["n"] = -100  # no more failures; count the batches the resumed run computes
     resumed = featurize(prompts, tiny_model, tokenizer, tiny_sae, batch_size=2, shard_size=2, cache_dir=cache, progress=False)
@@ -123,10 +125,17 @@ def test_cache_resumes_after_interruption(tmp_path, monkeypatch, prompts, tiny_m
     np.testing.assert_allclose(resumed.toarray(), full.toarray(), rtol=1e-5, atol=1e-7)
 
 
-def test_cache_with_other_inputs_is_refused(tmp_path, prompts, tiny_model, tokenizer, tiny_sae):
-    featurize(prompts, tiny_model, tokenizer, tiny_sae, cache_dir=tmp_path, progress=False)
-    with pytest.raises(ValueError, match="pooling"):
-        featurize(prompts, tiny_model, tokenizer, tiny_sae, pooling="max", cache_dir=tmp_path, progress=False)
+def test_other_inputs_get_their_own_cache_folder(tmp_path, prompts, tiny_model, tokenizer, tiny_sae):
+    """One cache root serves every input set: other settings or prompts never meet another set's shards."""
+    runs = {"mean": (prompts, "mean"), "max": (prompts, "max"), "fewer prompts": (prompts[:3], "mean")}
+    for texts, pooling in runs.values():
+        cached = featurize(texts, tiny_model, tokenizer, tiny_sae, pooling=pooling, cache_dir=tmp_path, progress=False)
+        fresh = featurize(texts, tiny_model, tokenizer, tiny_sae, pooling=pooling, progress=False)
+        np.testing.assert_array_equal(cached.toarray(), fresh.toarray())
+    manifests = [json.loads(p.read_text()) for p in tmp_path.glob("*/manifest.json")]
+    assert sorted((m["n_prompts"], m["pooling"]) for m in manifests) == [(3, "mean"), (len(prompts), "max"), (len(prompts), "mean")]
+    again = featurize(prompts, tiny_model, tokenizer, tiny_sae, pooling="max", cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.iterdir())) == 3 and again.shape == (len(prompts), tiny_sae.cfg.d_sae)  # a rerun reuses its folder
 
 
 def test_bad_input_errors(tmp_path, prompts, tiny_model, tokenizer, tiny_sae):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from saerl_zoo.errors import numbered_prompts
 from saerl_zoo.featurizer import _check_prompts, _pad, decoder_layers, outlier_token_mask
 from saerl_zoo.storage import read_tensors, write_tensors
 from saerl_zoo.transfer.align import align_spans
@@ -129,7 +130,7 @@ def collect_activations(
                     return_special_tokens_mask=True, return_attention_mask=False)
     empty = [i for i, mask in enumerate(enc["special_tokens_mask"]) if all(mask)]
     if empty:
-        raise ValueError(f"texts {[texts[i][:40] for i in empty]} have no tokens besides special tokens")
+        raise ValueError(f"{len(empty)} texts have no tokens besides special tokens: {numbered_prompts(empty, texts)}")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     blocks = decoder_layers(model)
     acts: list[dict[int, np.ndarray]] = [{} for _ in texts]

@@ -58,19 +58,22 @@ def transfer() -> None:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repos' own code (off unless you ask).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for stitch.safetensors + stitch_config.json.")
+@click.option("--overwrite", is_flag=True, help="Replace the files an existing --out holds (without it, a non-empty --out is refused).")
 @click.option("--register", "catalog", type=click.Path(dir_okay=False, path_type=Path), help="Add the stitch to this catalog file (use it via SAERL_ZOO_CATALOG).")
 @click.option("--name", help="Catalog name of the stitch (with --register).")
 @click.option("--model-id", help="Model id the catalog entry is for (what load_sae(..., for_model=) matches). Default: --to.")
 def fit_cmd(sae_name, host, target, corpus, text_field, layer, candidate_layers, method, pairing, max_length, batch_size, seed,
-            device, trust_remote_code, out, catalog, name, model_id):
+            device, trust_remote_code, out, overwrite, catalog, name, model_id):
     """Fit a stitch from model B (--to) into the SAE's host model (--from)."""
     from saerl_zoo.models import load_model
+    from saerl_zoo.storage import check_output
     from saerl_zoo.transfer.fit import fit_stitch_on_texts
     from saerl_zoo.transfer.register import register_stitch
     from saerl_zoo.zoo.api import load_sae
 
     if catalog is not None and not name:
         raise click.UsageError("--register needs --name")
+    check_output(out, overwrite=overwrite)
     sae = load_sae(sae_name, device=device)
     host_model, host_tokenizer = _load_host(sae_name, host, device, trust_remote_code)
     model, tokenizer = load_model(target, device=device, trust_remote_code=trust_remote_code)
@@ -111,17 +114,20 @@ def fit_cmd(sae_name, host, target, corpus, text_field, layer, candidate_layers,
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--trust-remote-code", is_flag=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON here.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out (without it, an existing --out is refused).")
 def eval_cmd(stitch_dir, sae_name, host, target, prompts, prompt_field, ground_truth, difficulty_probe, quality_probe,
-             refit_difficulty_labels, refit_quality_labels, max_length, batch_size, seed, device, trust_remote_code, out):
+             refit_difficulty_labels, refit_quality_labels, max_length, batch_size, seed, device, trust_remote_code, out, overwrite):
     """Compare the host's SAE, probes and curriculum with the same run through model B and a stitch."""
     from saerl_zoo.data import align_labels, load_rows
     from saerl_zoo.embedded import default_path
     from saerl_zoo.models import load_model
-    from saerl_zoo.storage import write_json
+    from saerl_zoo.storage import check_output, write_json
     from saerl_zoo.transfer.evaluate import GroundTruth, RefitLabels, evaluate_stitch
     from saerl_zoo.transfer.maps import StitchMap
     from saerl_zoo.zoo.api import list_artifacts, load_probe, load_sae
 
+    if out is not None:
+        check_output(out, overwrite=overwrite)
     stitch = StitchMap.load(stitch_dir)
     sae_name = sae_name or stitch.config.sae
     sae = load_sae(sae_name, device=device)

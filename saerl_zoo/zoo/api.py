@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from saerl_zoo.errors import UserError
 from saerl_zoo.zoo.hub import (
     IntegrityError,
     UnsafePathError,
@@ -45,7 +46,7 @@ _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]
 _CATALOG_CACHE: dict[tuple[str, str], Catalog] = {}
 
 
-class VerificationError(ValueError):
+class VerificationError(UserError):
     """The SAE's L0 / explained variance on the reference text do not match its catalog entry."""
 
 

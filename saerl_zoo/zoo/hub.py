@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from saerl_zoo.errors import UserError
 from saerl_zoo.zoo.registry import CatalogError, check_relative_path
 
 SAFE_SUFFIXES = (".safetensors", ".json", ".yaml", ".yml", ".md", ".txt", ".model", ".jinja")
@@ -22,11 +23,11 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".npy", ".
 ALLOWED_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.yml", "*.md", "*.txt", "*.model", "*.jinja"]
 
 
-class IntegrityError(ValueError):
+class IntegrityError(UserError):
     """A file whose sha256 does not match the catalog: it is not used."""
 
 
-class UnsafePathError(ValueError):
+class UnsafePathError(UserError):
     """A name or path that would leave the folder it must stay in."""
 
 

@@ -29,6 +29,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from saerl_zoo.errors import UserError
+
 BUILTIN_CATALOG = Path(__file__).with_name("catalog.yaml")
 CATALOG_ENV = "SAERL_ZOO_CATALOG"
 HUB_CATALOGS_ENV = "SAERL_ZOO_HUB_CATALOGS"
@@ -46,11 +48,11 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError):
     """A catalog file or entry that does not follow the schema."""
 
 
-class UnknownArtifactError(KeyError, ValueError):
+class UnknownArtifactError(KeyError, UserError):
     """A name that is in no catalog; the message lists the closest known names.
 
     A KeyError (a failed lookup) and a ValueError (bad input, as the CLI reports it).
