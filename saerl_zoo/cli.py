@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from saerl_zoo.errors import one_line
+from saerl_zoo.errors import UserError, one_line
 
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace the files an existing --out holds (without it, a non-empty --out is refused).")
 MODEL_OPTIONS = [
@@ -86,10 +86,13 @@ class _Bug(click.ClickException):
 
 
 def _describe(err: BaseException) -> str:
-    """One line for a user error: an OSError as `path: reason`, anything else by its message."""
+    """One line for a user error: an OSError as `path: reason`, anything else by its message.
+
+    Our own messages are kept whole (their advice comes last); third-party ones are cut to a line's worth.
+    """
     if isinstance(err, OSError) and err.strerror and err.filename:
         return f"{err.filename}: {err.strerror}"
-    return one_line(err) or type(err).__name__
+    return one_line(err, limit=None if isinstance(err, UserError) else 400) or type(err).__name__
 
 
 class _Group(click.Group):

@@ -16,14 +16,14 @@ class UserError(ValueError):
     """Input the user can fix; the message names the thing and what is wrong with it."""
 
 
-def one_line(text: object, limit: int = 400) -> str:
+def one_line(text: object, limit: int | None = 400) -> str:
     """`text` with its whitespace runs (newlines included) collapsed, cut to `limit` characters.
 
     Third-party messages (transformers, safetensors) span many lines; a
     terminal error must stay one line.
     """
     flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
 def bounded_list(items: Sequence[str], shown: int = 5) -> str:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib.util
 
+from saerl_zoo.errors import UserError
+
 __all__ = ["EXTRAS", "MissingExtraError", "exit_unless_installed", "missing", "require"]
 
 EXTRAS: dict[str, tuple[str, ...]] = {
@@ -28,8 +30,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 """extra -> the distributions it installs (each imports as its name with '-' replaced by '_')."""
 
 
-class MissingExtraError(ImportError, ValueError):
-    """An optional dependency is not installed. Also a ValueError, so the CLI shows it as one line like any bad setup."""
+class MissingExtraError(ImportError, UserError):
+    """An optional dependency is not installed: a user error (one line at the CLI) that `except ImportError` also catches."""
 
 
 def _importable(distribution: str) -> bool:
