@@ -69,3 +69,18 @@ def test_fit_probe_refuses_duplicated_labels_in_one_line(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [f"Error: label id 'p00000' appears 2 times: {labels}:1, {labels}:4 (3 ids repeat); label ids must be unique"]
     assert not (tmp_path / "probe").exists()
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\t\n"])
+def test_empty_artifact_names_are_refused(tmp_path, monkeypatch, name):
+    """Not `... not str`, and not the probe that happens to sit in the current folder."""
+    from saerl_zoo.difficulty import DifficultyProbe
+    from saerl_zoo.zoo.api import load_probe, load_sae
+
+    rng = np.random.default_rng(0)
+    DifficultyProbe.fit(rng.random((40, 6)), rng.random(40)).save(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="^load_sae got an empty name; give a catalog name, a Hub repo id or a folder$"):
+        load_sae(name)
+    with pytest.raises(ValueError, match="^load_probe got an empty name; give a catalog name, a Hub repo id or a folder$"):
+        load_probe(name)
