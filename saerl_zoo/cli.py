@@ -138,6 +138,8 @@ def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator
         probe = QualityProbe.fit(X[index], values, kind=estimator, seed=seed)
     probe.save(out)
     click.echo(f"{kind} probe on {len(index)} labels, held-out {json.dumps(probe.metrics)} → {out}")
+    if probe.convergence_note():
+        click.echo(f"warning: {probe.convergence_note()}", err=True)
 
 
 @main.command("cluster")

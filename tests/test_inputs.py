@@ -84,3 +84,72 @@ def test_empty_artifact_names_are_refused(tmp_path, monkeypatch, name):
         load_sae(name)
     with pytest.raises(ValueError, match="^load_probe got an empty name; give a catalog name, a Hub repo id or a folder$"):
         load_probe(name)
+
+
+def hard_to_converge(n: int = 40):
+    """40 prompts whose 200 features are 5 features repeated with tiny noise: coordinate descent crawls on them."""
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.random((n, 5)), 40, axis=1) + 1e-3 * rng.random((n, 200))
+    return X, rng.random(n)
+
+
+def test_too_few_labels_say_how_many_are_needed():
+    from saerl_zoo.difficulty import DifficultyProbe
+    from saerl_zoo.quality import QualityProbe
+
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 6))
+    with pytest.raises(ValueError) as err:
+        DifficultyProbe.fit(X[:3], [0.1, 0.5, 0.9])
+    assert str(err.value) == ("3 labels are too few for a difficulty probe: it needs at least 8 "
+                              "(4 to choose the regulariser by cross-validation, 2 to score on the held-out 20%)")
+    with pytest.raises(ValueError) as err:
+        QualityProbe.fit(X[:7], [0, 0, 0, 1, 1, 1, 1])
+    assert str(err.value) == ("7 labels (3 of class 0, 4 of class 1) are too few for a quality probe: it needs at least 4 of each class "
+                              "(2 per class to choose the regulariser by cross-validation, 1 to score on the held-out 20%)")
+    with pytest.raises(ValueError, match="^7 labels are too few for a quality probe: it needs at least 8 "):
+        QualityProbe.fit(X[:7], rng.random(7), kind="ridge")
+
+
+@pytest.mark.parametrize("n_good, n_bad", [(4, 4), (4, 30)])
+def test_the_fewest_labels_needed_fit_and_score(n_good, n_bad):
+    from saerl_zoo.difficulty import DifficultyProbe
+    from saerl_zoo.quality import QualityProbe
+
+    rng = np.random.default_rng(1)
+    X = rng.random((n_good + n_bad, 6))
+    assert np.isfinite(list(DifficultyProbe.fit(X[:8], rng.random(8)).metrics.values())).all()
+    metrics = QualityProbe.fit(X, [1] * n_good + [0] * n_bad).metrics
+    assert np.isfinite(metrics["auroc"])  # both classes reached the held-out split
+
+
+def test_nonconvergence_is_one_count_not_a_warning_per_fit():
+    import warnings
+
+    from saerl_zoo.difficulty import DifficultyProbe
+
+    X, y = hard_to_converge()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        probe = DifficultyProbe.fit(X, y)
+    assert caught == []
+    assert probe.metrics["not_converged"] >= 1
+    assert probe.convergence_note() == (f"difficulty probe: {int(probe.metrics['not_converged'])} solver runs of the fit stopped "
+                                        "at their iteration limit before converging (metrics['not_converged'])")
+    rng = np.random.default_rng(0)
+    assert DifficultyProbe.fit(rng.random((40, 6)), rng.random(40)).convergence_note() is None
+
+
+def test_fit_probe_reports_nonconvergence_in_one_line(tmp_path):
+    X, y = hard_to_converge()
+    save_csr(tmp_path / "X.safetensors", sp.csr_matrix(X.astype(np.float32)))
+    prompts = write_jsonl(tmp_path / "p.jsonl", [json.dumps({"id": i, "prompt": "x"}) for i in range(40)])
+    labels = write_jsonl(tmp_path / "l.jsonl", [json.dumps({"id": i, "pass_rate": v}) for i, v in enumerate(y)])
+    result = CliRunner().invoke(main, ["fit-probe", "--features", str(tmp_path / "X.safetensors"), "--prompts", str(prompts),
+                                       "--labels", str(labels), "--kind", "difficulty", "--out", str(tmp_path / "probe")])
+    assert result.exit_code == 0, result.output
+    assert "ConvergenceWarning" not in result.output
+    notes = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    assert len(notes) == 1 and "solver runs of the fit stopped at their iteration limit" in notes[0]
+    saved = json.loads((tmp_path / "probe" / "probe_config.json").read_text())
+    assert saved["metrics"]["not_converged"] >= 1
