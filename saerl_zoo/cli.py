@@ -100,12 +100,14 @@ def featurize(prompts, out, model_path, sae_path, layer, gguf_file, device, trus
 
     rows = load_rows(_prompts_path(prompts), prompt_field)
     model, tokenizer, sae = _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_code)
-    X = run(
+    X, info = run(
         [r[prompt_field] for r in rows], model, tokenizer, sae, layer=layer, pooling=pooling,
-        batch_size=featurize_batch_size, max_length=max_length, cache_dir=cache_dir,
+        batch_size=featurize_batch_size, max_length=max_length, cache_dir=cache_dir, return_info=True,
     )
-    save_csr(out, X, {"pooling": pooling, "layer": str(layer)})
+    save_csr(out, X, {"pooling": pooling, "layer": str(layer), "max_length": str(info.max_length), "truncated": str(info.n_truncated)})
     click.echo(f"wrote {X.shape[0]} × {X.shape[1]} features ({X.nnz / X.shape[0]:.1f} active per prompt) to {out}")
+    if info.truncation_note():
+        click.echo(f"warning: {info.truncation_note()}", err=True)
 
 
 @main.command("fit-probe")
@@ -182,6 +184,7 @@ def curriculum(prompts, out, model_path, sae_path, layer, gguf_file, device, tru
     from saerl_zoo.data import load_rows
     from saerl_zoo.difficulty import DifficultyProbe
     from saerl_zoo.embedded import default_path
+    from saerl_zoo.featurizer import FeaturizeInfo
     from saerl_zoo.quality import QualityProbe
 
     rows = load_rows(_prompts_path(prompts), prompt_field)
@@ -203,6 +206,9 @@ def curriculum(prompts, out, model_path, sae_path, layer, gguf_file, device, tru
     ordered = write_ordered_dataset(rows, result, out / f"ordered.{fmt}")
     report = write_report(result, out)
     click.echo(f"kept {int(result.keep.sum())} of {len(result)} prompts → {ordered}")
+    note = FeaturizeInfo(**result.provenance["featurize"]).truncation_note()
+    if note:
+        click.echo(f"warning: {note}", err=True)
     click.echo(f"report: {report['markdown']}, plot: {report['plot']}")
 
 

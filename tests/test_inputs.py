@@ -153,3 +153,102 @@ def test_fit_probe_reports_nonconvergence_in_one_line(tmp_path):
     assert len(notes) == 1 and "solver runs of the fit stopped at their iteration limit" in notes[0]
     saved = json.loads((tmp_path / "probe" / "probe_config.json").read_text())
     assert saved["metrics"]["not_converged"] >= 1
+
+
+@pytest.fixture(scope="module")
+def gpt2_128():
+    """A tiny GPT-2 with 128 learned positions: position 128 and beyond would index out of its table."""
+    import torch
+    from conftest import make_char_tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = make_char_tokenizer()
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=2)
+    return GPT2LMHeadModel(config).eval(), tokenizer
+
+
+def test_long_prompts_are_cut_at_the_models_context_and_counted(gpt2_128):
+    from conftest import make_tiny_sae
+
+    from saerl_zoo.featurizer import featurize, model_context
+
+    model, tokenizer = gpt2_128
+    sae = make_tiny_sae(32, hook_name="transformer.h.1")
+    long = "What is 1 + 2? " * 2000  # 30k characters: 30k tokens of the character tokenizer
+    assert model_context(model, tokenizer) == 128
+    X, info = featurize(["What is 3 + 4?", long, long[:500]], model, tokenizer, sae, max_length=512, return_info=True, progress=False)
+    assert (info.n_prompts, info.max_length, info.n_truncated) == (3, 128, 2)
+    assert info.truncation_note() == "2 of 3 prompts were longer than 128 tokens and were truncated to it"
+    cut, cut_info = featurize([long[:127]], model, tokenizer, sae, return_info=True, progress=False)  # BOS + 127 characters
+    assert cut_info.n_truncated == 0 and cut_info.truncation_note() is None  # exactly at the limit is not cut
+    np.testing.assert_allclose(X[1].toarray(), cut.toarray(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(X[2].toarray(), cut.toarray(), rtol=1e-5, atol=1e-6)
+
+
+def test_truncation_count_survives_the_cache(gpt2_128, tmp_path):
+    from conftest import make_tiny_sae
+
+    from saerl_zoo.featurizer import featurize
+
+    model, tokenizer = gpt2_128
+    sae = make_tiny_sae(32, hook_name="transformer.h.1")
+    prompts = ["short", "x" * 300, "y" * 400]
+    kw = dict(shard_size=2, cache_dir=tmp_path / "cache", return_info=True, progress=False)
+    first, info = featurize(prompts, model, tokenizer, sae, **kw)
+    again, cached = featurize(prompts, model, tokenizer, sae, **kw)
+    assert info.n_truncated == cached.n_truncated == 2
+    assert (first != again).nnz == 0
+
+
+def test_curriculum_records_truncated_prompts(gpt2_128, tmp_path):
+    from conftest import make_tiny_sae
+
+    from saerl_zoo.curriculum import build_curriculum, write_report
+
+    model, tokenizer = gpt2_128
+    prompts = [f"What is {i} + {i}?" for i in range(12)] + ["z" * 200]
+    result = build_curriculum(prompts, model, tokenizer, make_tiny_sae(32, hook_name="transformer.h.1"), n_clusters=2, progress=False)
+    assert result.provenance["featurize"] == {"n_prompts": 13, "max_length": 128, "n_truncated": 1}
+    write_report(result, tmp_path)
+    assert "- prompts longer than 128 tokens (truncated to it): 1 of 13" in (tmp_path / "report.md").read_text().splitlines()
+    assert json.loads((tmp_path / "report.json").read_text())["provenance"]["featurize"]["n_truncated"] == 1
+
+
+def test_featurize_cli_prints_the_truncation_count(gpt2_128, tmp_path):
+    from conftest import make_tiny_sae
+
+    model, tokenizer = gpt2_128
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    make_tiny_sae(32, hook_name="transformer.h.1").save_model(tmp_path / "sae")
+    prompts = write_jsonl(tmp_path / "p.jsonl", [json.dumps({"id": 0, "prompt": "2 + 2?"}), json.dumps({"id": 1, "prompt": "9" * 5000})])
+    result = CliRunner().invoke(main, ["featurize", "--prompts", str(prompts), "--out", str(tmp_path / "X.safetensors"),
+                                       "--model", str(tmp_path / "model"), "--sae", str(tmp_path / "sae")])
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 of 2 prompts were longer than 128 tokens and were truncated to it" in result.output.splitlines()
+
+
+def tokenizer_without(tokenizer, *tokens: str):
+    import copy
+
+    bare = copy.deepcopy(tokenizer)
+    for name in tokens:
+        setattr(bare, name, None)
+    return bare
+
+
+@pytest.mark.parametrize("missing", [("pad_token",), ("pad_token", "eos_token")])
+def test_a_tokenizer_without_pad_featurizes_the_same_and_is_left_alone(tokenizer, tiny_model, tiny_sae, missing):
+    """Padding is masked, so any pad id gives the same codes; the caller's tokenizer keeps its (missing) pad."""
+    from conftest import PROMPTS
+
+    from saerl_zoo.featurizer import featurize
+
+    bare = tokenizer_without(tokenizer, *missing)
+    assert bare.pad_token_id is None
+    want = featurize(PROMPTS, tiny_model, tokenizer, tiny_sae, batch_size=4, progress=False).toarray()
+    got = featurize(PROMPTS, tiny_model, bare, tiny_sae, batch_size=4, progress=False).toarray()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert bare.pad_token is None and bare.pad_token_id is None
+    assert (bare.eos_token is None) == ("eos_token" in missing)
