@@ -252,3 +252,17 @@ def test_a_tokenizer_without_pad_featurizes_the_same_and_is_left_alone(tokenizer
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert bare.pad_token is None and bare.pad_token_id is None
     assert (bare.eos_token is None) == ("eos_token" in missing)
+
+
+def test_transfer_capture_cuts_at_the_context_and_pads_without_a_pad_token(gpt2_128):
+    """The transfer path tokenises on its own; it follows the same context and padding rules as featurize."""
+    from saerl_zoo.transfer.activations import collect_activations
+
+    model, tokenizer = gpt2_128
+    bare = tokenizer_without(tokenizer, "pad_token", "eos_token")
+    texts = ["What is 3 + 4?", "7" * 1000]
+    got = collect_activations(model, bare, texts, [1], max_length=512, progress=False)
+    want = collect_activations(model, tokenizer, texts, [1], max_length=512, progress=False)
+    assert got.truncated.tolist() == [False, True] and np.diff(got.text_ptr).tolist() == [14, 127]
+    np.testing.assert_allclose(got.layers[1], want.layers[1], rtol=1e-5, atol=1e-6)
+    assert bare.pad_token is None
