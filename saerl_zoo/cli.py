@@ -23,7 +23,7 @@ MODEL_OPTIONS = [
 FEATURIZE_OPTIONS = [
     click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True, help="Pool SAE codes over prompt tokens."),
     click.option("--batch-size", "featurize_batch_size", type=int, default=32, show_default=True, help="Prompts per forward pass."),
-    click.option("--max-length", type=int, default=512, show_default=True, help="Truncate prompts to this many tokens."),
+    click.option("--max-length", type=int, default=512, show_default=True, help="Truncate prompts to this many tokens (at most the model's context)."),
     click.option("--cache-dir", type=click.Path(path_type=Path), help="Keep finished shards here; a rerun resumes from them."),
     click.option("--prompt-field", default="prompt", show_default=True, help="Field of each row holding the prompt text."),
 ]

@@ -43,7 +43,7 @@ class ProbeConfig:
     d_in: int
     target: str  # what the score means, e.g. "1 - pass rate (higher = harder)"
     hyperparameters: dict[str, Any]
-    metrics: dict[str, float]  # on the held-out split, before the final refit on all labels
+    metrics: dict[str, float]  # on the held-out split, before the final refit on all labels; plus solver non-convergence
     n_train: int
     n_heldout: int
     seed: int
@@ -213,11 +213,13 @@ class LinearProbe:
         train, held = heldout_split(X.shape[0], heldout_fraction, seed, stratify=stratify)
         if classes and (np.unique(y[held]).size < np.unique(y).size or np.bincount(y[train].astype(int)).min() < MIN_TRAIN_PER_CLASS):
             raise _too_few_labels(cls.kind, y, heldout_fraction, classes)  # an unbalanced set the proportional split could not cover
-        with count_nonconvergence() as not_converged:
+        with count_nonconvergence() as in_search:
             w, b, reg = fit(X[train], y[train], None)
-            metrics = score(y[held], np.asarray(X[held] @ w) + b)
+        metrics = score(y[held], np.asarray(X[held] @ w) + b)
+        with count_nonconvergence() as in_final:
             w, b, _ = fit(X, y, reg)
-        metrics["not_converged"] = float(not_converged[0])
+        metrics["not_converged"] = float(in_search[0] + in_final[0])
+        metrics["final_fit_converged"] = float(in_final[0] == 0)
         config = ProbeConfig(
             probe=cls.kind,
             estimator=estimator,
@@ -241,7 +243,9 @@ class LinearProbe:
         n = int(self.metrics.get("not_converged", 0))
         if not n:
             return None
-        return f"{self.kind} probe: {n} solver runs of the fit stopped at their iteration limit before converging (metrics['not_converged'])"
+        final = "converged" if self.metrics.get("final_fit_converged") else "did not converge either"
+        return (f"{self.kind} probe: {n} solver runs of the fit stopped at their iteration limit before converging; "
+                f"the final fit on all labels {final} (metrics['not_converged'])")
 
     def decision_function(self, features: Any) -> np.ndarray:
         X = as_features(features, self.config.d_in)

@@ -134,8 +134,10 @@ def test_nonconvergence_is_one_count_not_a_warning_per_fit():
         probe = DifficultyProbe.fit(X, y)
     assert caught == []
     assert probe.metrics["not_converged"] >= 1
+    final = "converged" if probe.metrics["final_fit_converged"] else "did not converge either"
     assert probe.convergence_note() == (f"difficulty probe: {int(probe.metrics['not_converged'])} solver runs of the fit stopped "
-                                        "at their iteration limit before converging (metrics['not_converged'])")
+                                        f"at their iteration limit before converging; the final fit on all labels {final} "
+                                        "(metrics['not_converged'])")
     rng = np.random.default_rng(0)
     assert DifficultyProbe.fit(rng.random((40, 6)), rng.random(40)).convergence_note() is None
 
