@@ -268,3 +268,16 @@ def test_transfer_capture_cuts_at_the_context_and_pads_without_a_pad_token(gpt2_
     assert got.truncated.tolist() == [False, True] and np.diff(got.text_ptr).tolist() == [14, 127]
     np.testing.assert_allclose(got.layers[1], want.layers[1], rtol=1e-5, atol=1e-6)
     assert bare.pad_token is None
+
+
+def test_fit_probe_with_three_labels_says_how_many_it_needs(tmp_path):
+    save_csr(tmp_path / "X.safetensors", sp.csr_matrix(np.random.default_rng(0).random((2000, 4), dtype=np.float32)))
+    labels = write_jsonl(tmp_path / "l.jsonl", [json.dumps({"id": f"p{i:05d}", "pass_rate": i / 4}) for i in range(3)])
+    result = CliRunner().invoke(main, ["fit-probe", "--features", str(tmp_path / "X.safetensors"), "--labels", str(labels),
+                                       "--kind", "difficulty", "--out", str(tmp_path / "probe")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: 3 labels are too few for a difficulty probe: it needs at least 8 "
+        "(4 to choose the regulariser by cross-validation, 2 to score on the held-out 20%)"
+    ]
+    assert not (tmp_path / "probe").exists()
