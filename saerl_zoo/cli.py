@@ -27,7 +27,7 @@ MODEL_OPTIONS = [
 FEATURIZE_OPTIONS = [
     click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True, help="Pool SAE codes over prompt tokens."),
     click.option("--batch-size", "featurize_batch_size", type=int, default=32, show_default=True, help="Prompts per forward pass."),
-    click.option("--max-length", type=int, default=512, show_default=True, help="Truncate prompts to this many tokens."),
+    click.option("--max-length", type=int, default=512, show_default=True, help="Truncate prompts to this many tokens (at most the model's context)."),
     click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
                  help="Feature cache: finished shards are kept in a subfolder named for the inputs (model, SAE, prompts, "
                       "settings), so a rerun resumes and other inputs get their own. featurize: none unless given; "
@@ -154,12 +154,14 @@ def featurize(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, d
 
     rows = load_rows(_prompts_path(prompts), prompt_field)
     model, tokenizer, sae = _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_code)
-    X = run(
+    X, info = run(
         [r[prompt_field] for r in rows], model, tokenizer, sae, layer=layer, pooling=pooling,
-        batch_size=featurize_batch_size, max_length=max_length, cache_dir=cache_dir,
+        batch_size=featurize_batch_size, max_length=max_length, cache_dir=cache_dir, return_info=True,
     )
-    save_csr(out, X, {"pooling": pooling, "layer": str(layer)})
+    save_csr(out, X, {"pooling": pooling, "layer": str(layer), "max_length": str(info.max_length), "truncated": str(info.n_truncated)})
     click.echo(f"wrote {X.shape[0]} × {X.shape[1]} features ({X.nnz / X.shape[0]:.1f} active per prompt) to {out}")
+    if info.truncation_note():
+        click.echo(f"warning: {info.truncation_note()}", err=True)
 
 
 @main.command("fit-probe")
@@ -195,6 +197,8 @@ def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator
         probe = QualityProbe.fit(X[index], values, kind=estimator, seed=seed)
     probe.save(out)
     click.echo(f"{kind} probe on {len(index)} labels, held-out {json.dumps(probe.metrics)} → {out}")
+    if probe.convergence_note():
+        click.echo(f"warning: {probe.convergence_note()}", err=True)
 
 
 @main.command("cluster")
@@ -241,6 +245,7 @@ def curriculum(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, 
     from saerl_zoo.data import load_rows
     from saerl_zoo.difficulty import DifficultyProbe
     from saerl_zoo.embedded import default_path
+    from saerl_zoo.featurizer import FeaturizeInfo
     from saerl_zoo.quality import QualityProbe
     from saerl_zoo.storage import check_output
 
@@ -264,6 +269,9 @@ def curriculum(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, 
     ordered = write_ordered_dataset(rows, result, out / f"ordered.{fmt}")
     report = write_report(result, out)
     click.echo(f"kept {int(result.keep.sum())} of {len(result)} prompts → {ordered}")
+    note = FeaturizeInfo(**result.provenance["featurize"]).truncation_note()
+    if note:
+        click.echo(f"warning: {note}", err=True)
     click.echo(f"report: {report['markdown']}, plot: {report['plot']}")
 
 

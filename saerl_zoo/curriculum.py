@@ -160,7 +160,7 @@ def build_curriculum(
     """Featurize `prompts` through `model` and `sae`, then `curriculum_from_features(**kwargs)`."""
     sae = load_sae(sae, device=str(next(model.parameters()).device))
     layer = resolve_layer(model, sae, layer)
-    features = featurize(
+    features, info = featurize(
         prompts,
         model,
         tokenizer,
@@ -171,6 +171,7 @@ def build_curriculum(
         max_length=max_length,
         cache_dir=cache_dir,
         progress=progress,
+        return_info=True,
     )
     from saerl_zoo.transfer.scorer import scorer_record
 
@@ -183,6 +184,7 @@ def build_curriculum(
         "sae_hook": sae.cfg.metadata.get("hook_name"),
         "d_sae": int(sae.cfg.d_sae),
         "pooling": pooling,
+        "featurize": dataclasses.asdict(info),  # tokens read per prompt, and how many prompts were cut to them
         **kwargs.pop("provenance", {}),
     }
     return curriculum_from_features(features, provenance=provenance, **kwargs)
@@ -275,6 +277,14 @@ def plot_curriculum(curriculum: Curriculum, path: str | os.PathLike[str]) -> Pat
     return path
 
 
+def _truncation_lines(featurized: dict[str, int] | None) -> list[str]:
+    """The report's line on truncation, when the curriculum was featurized here (not from given features)."""
+    if featurized is None:
+        return []
+    return [f"- prompts longer than {featurized['max_length']} tokens (truncated to it): {featurized['n_truncated']} "
+            f"of {featurized['n_prompts']}"]
+
+
 def write_report(curriculum: Curriculum, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """report.json (all numbers), report.md (a table to read) and curriculum.png."""
     out_dir = Path(out_dir)
@@ -287,6 +297,7 @@ def write_report(curriculum: Curriculum, out_dir: str | os.PathLike[str]) -> dic
         f"- batches: {summary['n_batches']} of {curriculum.sampler_kwargs['batch_size']}, mixing {curriculum.sampler_kwargs['mixing']}",
         f"- difficulty probe held-out: {curriculum.provenance.get('difficulty_probe')}",
         f"- quality probe held-out: {curriculum.provenance.get('quality_probe')}",
+        *_truncation_lines(curriculum.provenance.get("featurize")),
         "",
         "| batch | size | mean difficulty | clusters in batch | dominant cluster share |",
         "|---:|---:|---:|---:|---:|",

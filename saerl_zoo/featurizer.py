@@ -32,11 +32,13 @@ import torch
 from tqdm.auto import tqdm
 
 from saerl_zoo.errors import numbered_prompts
-from saerl_zoo.storage import load_csr, read_json, save_csr, write_json
+from saerl_zoo.storage import load_csr, read_json, read_metadata, save_csr, write_json
 
 Pooling = Literal["mean", "max"]
 POOLINGS: tuple[str, ...] = ("mean", "max")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: max_length is capped at the model's context, and each shard records how many prompts it cut
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")
+_NO_LIMIT = 10**7  # transformers writes 1e30 as a tokenizer's model_max_length when it knows none
 _ENCODE_CHUNK_ELEMENTS = 1 << 24  # tokens × d_sae per SAE encode call: 64 MB of float32 codes
 
 
@@ -100,6 +102,36 @@ def _hidden_size(model: torch.nn.Module) -> int:
     config = model.config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     return int(text_config.hidden_size)
+
+
+def model_context(model: torch.nn.Module, tokenizer: Any) -> int | None:
+    """How many token positions the model supports: its (text) config's position count, else the tokenizer's
+    `model_max_length` when that is a real number, else None.
+
+    Past it, learned position embeddings index out of range and rotary ones
+    read positions the model never saw, so every reader caps prompts here.
+    """
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in _CONTEXT_KEYS:
+        value = getattr(text_config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < _NO_LIMIT else None
+
+
+def padding_id(tokenizer: Any) -> int:
+    """The id to right-pad with: the tokenizer's pad, else its eos, else 0.
+
+    Padding is masked from attention (and causal attention never looks right)
+    and from pooling, so any id in the vocabulary gives the same codes; the
+    caller's tokenizer is left as it was.
+    """
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -311,8 +343,8 @@ def _featurize_shard(
     bar: tqdm,
     preprocessing: dict[str, Any],
     first: int = 0,
-) -> sp.csr_matrix:
-    """Featurize one shard, batching prompts of similar length so padding is small.
+) -> tuple[sp.csr_matrix, int]:
+    """Featurize one shard, batching prompts of similar length so padding is small; also count the prompts cut.
 
     The shard is tokenised once (lengths for the sort and the ids of every
     batch come from the same call); batches are padded from those ids.
@@ -320,6 +352,7 @@ def _featurize_shard(
     """
     enc = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True, return_attention_mask=False)
     ids, special = enc["input_ids"], enc["special_tokens_mask"]
+    n_truncated = _count_truncated(tokenizer, [t for t, x in zip(texts, ids) if len(x) == max_length], max_length)
     if preprocessing.get("special_tokens") == "keep":  # the artifact was trained with BOS & co. included
         special = [[0] * len(x) for x in ids]
     empty = [i for i, mask in enumerate(special) if all(mask)]
@@ -328,7 +361,7 @@ def _featurize_shard(
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     order = np.argsort(lengths, kind="stable")[::-1]
     block = decoder_layers(model)[layer]
-    pad_id = tokenizer.pad_token_id
+    pad_id = padding_id(tokenizer)
     batches: list[sp.csr_matrix] = []
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
@@ -343,7 +376,20 @@ def _featurize_shard(
     bad = np.unique(coo.row[~np.isfinite(coo.data)])
     if len(bad):
         raise ValueError(f"NaN/inf in the SAE features of {len(bad)} prompts: {numbered_prompts(bad, texts, first=first)}")
-    return shard
+    return shard, n_truncated
+
+
+def _count_truncated(tokenizer: Any, at_limit: list[str], max_length: int) -> int:
+    """How many of the texts that filled all `max_length` tokens had more: one token more of room tells.
+
+    (Special tokens the tokenizer appends are kept by truncation, so dropping
+    the last of max_length + 1 ids would not do; only texts at the limit are
+    tokenised again.)
+    """
+    if not at_limit:
+        return 0
+    longer = tokenizer(at_limit, truncation=True, max_length=max_length + 1, return_attention_mask=False)["input_ids"]
+    return sum(len(x) > max_length for x in longer)
 
 
 def _fingerprint(
@@ -426,11 +472,10 @@ class FeaturizeJob:
         preprocessing = dict(sae.cfg.metadata.get("zoo_preprocessing") or {})
         if preprocessing.get("context_length"):
             max_length = min(max_length, int(preprocessing["context_length"]))
+        max_length = min(max_length, model_context(model, tokenizer) or max_length)
         if int(sae.cfg.d_in) != _hidden_size(model):
             raise ValueError(f"SAE d_in={sae.cfg.d_in} does not match the model's hidden size {_hidden_size(model)}")
         layer = resolve_layer(model, sae, layer)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
         job = cls(prompts, model, tokenizer, sae, layer, pooling, batch_size, max_length, shard_size,
                   Path(cache_dir) if cache_dir is not None else None, preprocessing)
         if job.cache is not None:
@@ -460,18 +505,41 @@ class FeaturizeJob:
         finally:
             self.model.train(was_training)
 
-    def compute_shard(self, s: int, bar: tqdm) -> sp.csr_matrix:
-        """Featurize shard `s` and, with a cache, write it atomically."""
+    def compute_shard(self, s: int, bar: tqdm) -> tuple[sp.csr_matrix, int]:
+        """Featurize shard `s` and, with a cache, write it atomically; also return how many of its prompts were cut."""
         texts = self.shard_texts(s)
-        shard = _featurize_shard(
+        shard, n_truncated = _featurize_shard(
             texts, self.model, self.tokenizer, self.sae, self.layer, self.pooling, self.batch_size, self.max_length, bar, self.preprocessing,
             first=s * self.shard_size,
         )
         path = self.shard_path(s)
         if path is not None:
             start = s * self.shard_size
-            save_csr(path, shard, {"shard": str(s), "rows": json.dumps([start, start + len(texts)])})
-        return shard
+            save_csr(path, shard, {"shard": str(s), "rows": json.dumps([start, start + len(texts)]), "truncated": str(n_truncated)})
+        return shard, n_truncated
+
+    def load_shard(self, s: int) -> tuple[sp.csr_matrix, int]:
+        """A cached shard and the number of its prompts that were cut, as `compute_shard` wrote them."""
+        path = self.shard_path(s)
+        truncated = read_metadata(path).get("truncated")
+        if truncated is None:
+            raise ValueError(f"{path} does not record how many prompts were truncated; delete the cache folder {self.cache}")
+        return load_csr(path), int(truncated)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturizeInfo:
+    """What featurize did that the matrix cannot show: the tokens it read per prompt and how many prompts had more."""
+
+    n_prompts: int
+    max_length: int  # the smallest of the requested max_length, the SAE entry's context and the model's context
+    n_truncated: int
+
+    def truncation_note(self) -> str | None:
+        """One line when prompts were cut, else None."""
+        if not self.n_truncated:
+            return None
+        return f"{self.n_truncated} of {self.n_prompts} prompts were longer than {self.max_length} tokens and were truncated to it"
 
 
 def featurize(
@@ -487,7 +555,8 @@ def featurize(
     cache_dir: str | os.PathLike[str] | None = None,
     shard_size: int = 4096,
     progress: bool = True,
-) -> sp.csr_matrix:
+    return_info: bool = False,
+) -> sp.csr_matrix | tuple[sp.csr_matrix, FeaturizeInfo]:
     """One pooled SAE code per prompt: a CSR matrix of shape (len(prompts), d_sae).
 
     `layer` indexes decoder blocks from 0 and reads the block's output (the
@@ -495,18 +564,25 @@ def featurize(
     from the SAE's hook name. `sae` is a sae-lens `SAE` or its saved folder.
     With `cache_dir`, finished shards go to `cache_dir/<hash of the inputs>/`
     and a rerun with the same inputs loads them instead of computing.
+    Prompts are cut at `max_length` tokens, or at the model's own context when
+    that is shorter (see `model_context`); with `return_info` the result is
+    `(matrix, FeaturizeInfo)`, which says how many prompts were cut.
     """
     job = FeaturizeJob.prepare(prompts, model, tokenizer, sae, layer, pooling, batch_size, max_length, shard_size, cache_dir)
     shards: list[sp.csr_matrix] = []
+    n_truncated = 0
     with job.running(), tqdm(total=len(job.prompts), desc="featurize", unit="prompt", disable=not progress) as bar:
         for s in range(job.n_shards):
             path = job.shard_path(s)
             if path is not None and path.exists():
-                shards.append(load_csr(path))
+                shard, cut = job.load_shard(s)
                 bar.update(len(job.shard_texts(s)))
             else:
-                shards.append(job.compute_shard(s, bar))
-    return sp.vstack(shards, format="csr")
+                shard, cut = job.compute_shard(s, bar)
+            shards.append(shard)
+            n_truncated += cut
+    X = sp.vstack(shards, format="csr")
+    return (X, FeaturizeInfo(len(job.prompts), job.max_length, n_truncated)) if return_info else X
 
 
 def raw_activation_sae(d_in: int, layer: int) -> Any:

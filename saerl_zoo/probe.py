@@ -12,14 +12,19 @@ noise on a labelled set of a few hundred prompts.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 from scipy import stats
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 
 from saerl_zoo.storage import read_json, read_tensors, write_json, write_tensors
@@ -48,7 +53,7 @@ class ProbeConfig:
     d_in: int
     target: str  # what the score means, e.g. "1 - pass rate (higher = harder)"
     hyperparameters: dict[str, Any]
-    metrics: dict[str, float]  # on the held-out split, before the final refit on all labels
+    metrics: dict[str, float]  # on the held-out split, before the final refit on all labels; plus solver non-convergence
     n_train: int
     n_heldout: int
     seed: int
@@ -79,11 +84,85 @@ def as_targets(targets: Any, n: int) -> np.ndarray:
     return y
 
 
-def heldout_split(n: int, heldout_fraction: float, seed: int, stratify: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic train/held-out index split (stratified for class labels)."""
+MIN_TRAIN, MIN_HELDOUT = 4, 2  # 2-fold cross-validation of 2 labels each; a held-out correlation needs 2 points
+MIN_TRAIN_PER_CLASS, MIN_HELDOUT_PER_CLASS = 2, 1  # each class in both folds of the search; AUROC needs both classes
+
+
+def _check_fraction(heldout_fraction: float) -> None:
     if not 0 < heldout_fraction < 1:
         raise ValueError("heldout_fraction must be in (0, 1)")
-    n_held = max(1, int(round(n * heldout_fraction)))
+
+
+def _n_heldout(n: int, heldout_fraction: float) -> int:
+    return max(1, int(round(n * heldout_fraction)))
+
+
+def labels_needed(heldout_fraction: float, classes: bool) -> int:
+    """The fewest labels (of each class, for a classifier) that leave enough to cross-validate and to score.
+
+    For classes it assumes two balanced classes, each split in proportion
+    (as the stratified split does).
+    """
+    _check_fraction(heldout_fraction)
+    if classes:
+        def ok(c: int) -> bool:
+            held = _n_heldout(2 * c, heldout_fraction)
+            return held // 2 >= MIN_HELDOUT_PER_CLASS and c - math.ceil(held / 2) >= MIN_TRAIN_PER_CLASS
+    else:
+        def ok(n: int) -> bool:
+            held = _n_heldout(n, heldout_fraction)
+            return held >= MIN_HELDOUT and n - held >= MIN_TRAIN
+    return next(n for n in itertools.count(1) if ok(n))
+
+
+def _too_few_labels(kind: str, y: np.ndarray, heldout_fraction: float, classes: bool) -> ValueError:
+    need = labels_needed(heldout_fraction, classes)
+    if classes:
+        counts = ", ".join(f"{int(c)} of class {int(v)}" for v, c in zip(*np.unique(y, return_counts=True)))
+        return ValueError(
+            f"{len(y)} labels ({counts}) are too few for a {kind} probe: it needs at least {need} of each class "
+            f"({MIN_TRAIN_PER_CLASS} per class to choose the regulariser by cross-validation, {MIN_HELDOUT_PER_CLASS} to score "
+            f"on the held-out {heldout_fraction:.0%})"
+        )
+    return ValueError(
+        f"{len(y)} labels are too few for a {kind} probe: it needs at least {need} ({MIN_TRAIN} to choose the "
+        f"regulariser by cross-validation, {MIN_HELDOUT} to score on the held-out {heldout_fraction:.0%})"
+    )
+
+
+def check_enough_labels(kind: str, y: np.ndarray, heldout_fraction: float, classes: bool) -> None:
+    """Refuse, before any fitting, a label set too small to split, cross-validate and score."""
+    if classes:
+        enough = np.unique(y, return_counts=True)[1].min() >= labels_needed(heldout_fraction, True)
+    else:
+        enough = len(y) >= labels_needed(heldout_fraction, False)
+    if not enough:
+        raise _too_few_labels(kind, y, heldout_fraction, classes)
+
+
+@contextmanager
+def count_nonconvergence() -> Iterator[list[int]]:
+    """Count the solver runs inside that stop at their iteration limit, instead of one warning each.
+
+    A cross-validated ElasticNet path on a few hundred labels leaves dozens of
+    weakly regularised fits short of tolerance; the count goes into the probe's
+    metrics, and other warnings pass through unchanged.
+    """
+    count = [0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield count
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            count[0] += 1
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def heldout_split(n: int, heldout_fraction: float, seed: int, stratify: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic train/held-out index split (stratified for class labels)."""
+    _check_fraction(heldout_fraction)
+    n_held = _n_heldout(n, heldout_fraction)
     if n - n_held < 2:
         raise ValueError(f"{n} labelled examples are too few to fit and hold out")
     from sklearn.model_selection import train_test_split
@@ -157,10 +236,18 @@ class LinearProbe:
         `fit(X, y, reg)` returns (weight, bias, reg) and chooses `reg` itself
         when given None; `score(y_true, decision)` gives the held-out metrics.
         """
+        classes = stratify is not None
+        check_enough_labels(cls.kind, y, heldout_fraction, classes)
         train, held = heldout_split(X.shape[0], heldout_fraction, seed, stratify=stratify)
-        w, b, reg = fit(X[train], y[train], None)
+        if classes and (np.unique(y[held]).size < np.unique(y).size or np.bincount(y[train].astype(int)).min() < MIN_TRAIN_PER_CLASS):
+            raise _too_few_labels(cls.kind, y, heldout_fraction, classes)  # an unbalanced set the proportional split could not cover
+        with count_nonconvergence() as in_search:
+            w, b, reg = fit(X[train], y[train], None)
         metrics = score(y[held], np.asarray(X[held] @ w) + b)
-        w, b, _ = fit(X, y, reg)
+        with count_nonconvergence() as in_final:
+            w, b, _ = fit(X, y, reg)
+        metrics["not_converged"] = float(in_search[0] + in_final[0])
+        metrics["final_fit_converged"] = float(in_final[0] == 0)
         config = ProbeConfig(
             probe=cls.kind,
             estimator=estimator,
@@ -178,6 +265,15 @@ class LinearProbe:
     @property
     def metrics(self) -> dict[str, float]:
         return self.config.metrics
+
+    def convergence_note(self) -> str | None:
+        """One line when some solver runs of the fit stopped at their iteration limit, else None."""
+        n = int(self.metrics.get("not_converged", 0))
+        if not n:
+            return None
+        final = "converged" if self.metrics.get("final_fit_converged") else "did not converge either"
+        return (f"{self.kind} probe: {n} solver runs of the fit stopped at their iteration limit before converging; "
+                f"the final fit on all labels {final} (metrics['not_converged'])")
 
     def decision_function(self, features: Any) -> np.ndarray:
         X = as_features(features, self.config.d_in)

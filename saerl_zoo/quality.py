@@ -80,8 +80,6 @@ class QualityProbe(LinearProbe):
         if kind == "logistic":
             if not np.isin(y, (0, 1)).all():
                 raise ValueError("logistic quality labels must be 0 (bad) or 1 (good)")
-            if np.bincount(y.astype(int)).min() < 2:
-                raise ValueError("need at least 2 good and 2 bad labelled prompts")
         elif kind != "ridge":
             raise ValueError(f"unknown quality probe kind {kind!r}; choose 'logistic' or 'ridge'")
         logistic = kind == "logistic"

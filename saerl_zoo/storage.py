@@ -142,6 +142,20 @@ def read_tensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise ValueError(f"corrupt safetensors file {path}: {err}") from err
 
 
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a safetensors file (what `write_tensors` was given), without loading its tensors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file: {path}")
+    try:
+        with safe_open(str(path), "np") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"corrupt safetensors file {path}: {err}") from err
+
+
 def save_csr(path: str | os.PathLike[str], matrix: sp.csr_matrix, metadata: dict[str, str] | None = None) -> None:
     """Save a CSR matrix (rows = prompts, columns = SAE features) as safetensors."""
     matrix = sp.csr_matrix(matrix)

@@ -94,7 +94,7 @@ def test_report_has_table_plot_and_numbers(tmp_path, pool, probes):
 
 def test_load_rows_and_align_labels_errors(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": ""}\n')
-    with pytest.raises(ValueError, match="row 1 has no text"):
+    with pytest.raises(ValueError, match="p.jsonl:2 has no text"):
         load_rows(tmp_path / "p.jsonl")
     (tmp_path / "q.jsonl").write_text('{"id": "a", "prompt": "x"}\nnot json\n')
     with pytest.raises(ValueError, match="q.jsonl:2 is not valid JSON"):

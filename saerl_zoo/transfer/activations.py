@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from saerl_zoo.errors import numbered_prompts
-from saerl_zoo.featurizer import _check_prompts, _pad, decoder_layers, outlier_token_mask
+from saerl_zoo.featurizer import _check_prompts, _pad, decoder_layers, model_context, outlier_token_mask, padding_id
 from saerl_zoo.storage import read_tensors, write_tensors
 from saerl_zoo.transfer.align import align_spans
 
@@ -126,12 +126,13 @@ def collect_activations(
         raise ValueError("no layers to capture")
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("token spans need a fast (Rust) tokenizer with character offsets")
+    max_length = min(max_length, model_context(model, tokenizer) or max_length)  # as featurize cuts them
     enc = tokenizer(texts, truncation=True, max_length=max_length, return_offsets_mapping=True,
                     return_special_tokens_mask=True, return_attention_mask=False)
     empty = [i for i, mask in enumerate(enc["special_tokens_mask"]) if all(mask)]
     if empty:
         raise ValueError(f"{len(empty)} texts have no tokens besides special tokens: {numbered_prompts(empty, texts)}")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = padding_id(tokenizer)
     blocks = decoder_layers(model)
     acts: list[dict[int, np.ndarray]] = [{} for _ in texts]
     kept: list[np.ndarray] = [np.zeros(0, dtype=bool)] * len(texts)

@@ -209,6 +209,12 @@ def _is_sae(obj: Any) -> bool:
     return isinstance(obj, SAE)
 
 
+def _refuse_empty_name(name: Any, caller: str) -> None:
+    """An empty name would be read as the current folder, or fail deep inside a loader: refuse it first."""
+    if isinstance(name, str) and not name.strip():
+        raise ValueError(f"{caller} got an empty name; give a catalog name, a Hub repo id or a folder")
+
+
 def load_sae(
     name_or_path: Any,
     *,
@@ -246,6 +252,7 @@ def load_sae(
     """
     from saerl_zoo.zoo import formats
 
+    _refuse_empty_name(name_or_path, "load_sae")
     if _is_sae(name_or_path) or _is_stitched(name_or_path):
         return name_or_path
     if for_model is not None:
@@ -256,7 +263,7 @@ def load_sae(
     cat = _catalog(catalog)
     if isinstance(name_or_path, os.PathLike):
         return formats.load_folder(Path(name_or_path), subfolder=subfolder, device=device, dtype=dtype)
-    if not isinstance(name_or_path, str) or not name_or_path:
+    if not isinstance(name_or_path, str):
         raise TypeError(f"load_sae takes a name, repo id or folder, not {type(name_or_path).__name__}")
     name = name_or_path
     if sae_id is not None:
@@ -382,6 +389,7 @@ def load_probe(name_or_path: Any, *, subfolder: str | None = None, revision: str
     from saerl_zoo.quality import QualityProbe
     from saerl_zoo.storage import read_json
 
+    _refuse_empty_name(name_or_path, "load_probe")
     if isinstance(name_or_path, LinearProbe):
         return name_or_path
     classes = {"difficulty": DifficultyProbe, "quality": QualityProbe}
