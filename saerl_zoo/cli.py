@@ -58,9 +58,9 @@ def _load_model_and_sae(model_path, sae_path, gguf_file, device, trust_remote_co
     from saerl_zoo.zoo.api import load_sae
 
     model, tokenizer = load_model(
-        model_path or default_path("model"), device=device, gguf_file=gguf_file, trust_remote_code=trust_remote_code
+        default_path("model") if model_path is None else model_path, device=device, gguf_file=gguf_file, trust_remote_code=trust_remote_code
     )
-    return model, tokenizer, load_sae(sae_path or default_path("sae"), device=device)
+    return model, tokenizer, load_sae(default_path("sae") if sae_path is None else sae_path, device=device)
 
 
 def _default_feature_cache() -> Path:

@@ -130,6 +130,7 @@ def test_every_subcommand_reports_user_errors_as_one_line(w, tmp_path):
         (["fit-probe", "--features", w / "corrupt.safetensors", "--labels", w / "pass.jsonl", "--kind", "difficulty", "--out", tmp_path / "p"], {}, "corrupt.safetensors"),
         (["cluster", "--features", w / "corrupt.safetensors", "--out", tmp_path / "c"], {}, "corrupt.safetensors"),
         (["curriculum", "--out", tmp_path / "run", "--model", missing, "--sae", sae], {}, missing),
+        (["curriculum", "--out", tmp_path / "run", "--model", w / "model", "--sae", ""], {}, "empty name"),  # never the embedded SAE
         (["reproduce", "--arms", "vanilla,bogus", "--out", tmp_path / "r"], {}, ""),
         (["list"], {"SAERL_ZOO_CATALOG": str(tmp_path / "bad_catalog.yaml")}, "bad_catalog.yaml"),
         (["info", "no/such-artifact"], {}, "no/such-artifact"),
