@@ -38,6 +38,8 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Sampler
 
+from saerl_zoo.pacing import Pacing, competence, stage_cuts
+
 if TYPE_CHECKING:  # pragma: no cover
     from saerl_zoo.feedback import OnlineFeedback
 
@@ -99,6 +101,116 @@ def quality_mask(
     return mask
 
 
+def _chunk(order: np.ndarray, global_batch: int) -> list[np.ndarray]:
+    return [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
+
+
+def _cluster_batches(
+    members: np.ndarray,
+    clusters: np.ndarray | None,
+    difficulty: np.ndarray | None,
+    global_batch: int,
+    rotate: bool,
+    rng: np.random.Generator,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Cluster-first batches of ``members``, each cluster easy -> hard, rotated, and the clusters' partial rests.
+
+    The rests (each cluster's last ``< global_batch`` prompts) are returned
+    together, for the caller to pool into the stage's last batches.
+    """
+    order = rng.permutation(members)  # the seeded tie-break among equal difficulties
+    if difficulty is not None:
+        order = order[np.argsort(difficulty[order], kind="stable")]
+    labels = clusters[order] if clusters is not None else np.zeros(len(order), dtype=np.int64)
+
+    per_cluster: list[list[np.ndarray]] = []
+    leftovers: list[np.ndarray] = []
+    for label in rng.permutation(np.unique(labels)):
+        members_c = order[labels == label]
+        full = len(members_c) - len(members_c) % global_batch
+        per_cluster.append(_chunk(members_c[:full], global_batch))
+        leftovers.append(members_c[full:])
+    if rotate:
+        rounds = itertools.zip_longest(*per_cluster)
+        batches = [batch for round_ in rounds for batch in round_ if batch is not None]
+    else:
+        batches = [batch for cluster in per_cluster for batch in cluster]
+    return batches, np.concatenate(leftovers)
+
+
+def _mix_tails(batches: list[np.ndarray], k: int, rng: np.random.Generator) -> None:
+    """Adjacent batch pairs swap a shuffled pool of their ``k`` last (hardest) items, in place."""
+    # Batches are disjoint views of their cluster arrays, so writing the
+    # shuffled pool back in place edits exactly these two tails.
+    for first, second in zip(batches[0::2], batches[1::2]):
+        k1, k2 = min(k, len(first)), min(k, len(second))
+        pool = rng.permutation(np.concatenate([first[len(first) - k1 :], second[len(second) - k2 :]]))
+        first[len(first) - k1 :] = pool[:k1]
+        second[len(second) - k2 :] = pool[k1:]
+
+
+def _competence_batches(
+    kept: np.ndarray,
+    clusters: np.ndarray | None,
+    difficulty: np.ndarray,
+    global_batch: int,
+    mixing: float,
+    rotate: bool,
+    pacing: Pacing,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """Batches under a competence schedule: batch ``t`` holds only the easiest ``c(t)`` of the pool.
+
+    Each batch is one cluster's prompts (the next cluster in the seeded
+    rotation with enough of them inside the allowed fraction), drawn uniformly
+    from that cluster's allowed, not yet served prompts, plus ``round(mixing *
+    G)`` drawn uniformly from the whole allowed pool. When no cluster has
+    enough, the batch is drawn from the whole allowed pool. The allowed
+    fraction never holds fewer prompts than the batches so far need, so every
+    kept prompt is served exactly once per epoch.
+    """
+    order = rng.permutation(kept)
+    order = order[np.argsort(difficulty[order], kind="stable")]  # rank -> prompt, easy -> hard
+    n_kept = len(order)
+    n_batches = math.ceil(n_kept / global_batch)
+    horizon = min(pacing.num_steps, n_batches)  # type: ignore[type-var]
+    labels = clusters[order] if clusters is not None else np.zeros(n_kept, dtype=np.int64)
+    rotation = rng.permutation(np.unique(labels))
+    unserved = [np.flatnonzero(labels == label) for label in rotation]  # ranks, ascending, per cluster
+    k_mix = round(mixing * global_batch)
+    pointer = 0
+    batches = []
+    for t in range(n_batches):
+        size = min(global_batch, n_kept - t * global_batch)
+        allowed = math.ceil(competence(t, horizon, pacing.competence, pacing.initial_competence) * n_kept - 1e-9)
+        allowed = min(n_kept, max(allowed, t * global_batch + size))
+        counts = np.array([np.searchsorted(ranks, allowed) for ranks in unserved])
+        head = size - min(k_mix, size)
+        picks: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(rotation)
+        for step in range(len(rotation)):
+            slot = (pointer + step) % len(rotation)
+            if counts[slot] >= max(head, 1):
+                picks[slot] = rng.choice(counts[slot], head, replace=False)
+                pointer = (slot + 1) % len(rotation) if rotate else slot
+                break
+        else:
+            head = 0  # no cluster fills a batch inside the allowed fraction: draw it all from the pool
+        # the rest uniformly from everything allowed and not yet picked
+        starts = np.concatenate([[0], np.cumsum(counts - np.array([len(p) for p in picks]))])
+        positions = rng.choice(starts[-1], size - head, replace=False)
+        hit = np.searchsorted(starts, positions, side="right") - 1
+        for slot in np.unique(hit):
+            free = np.setdiff1d(np.arange(counts[slot]), picks[slot], assume_unique=True)
+            picks[slot] = np.concatenate([picks[slot], free[positions[hit == slot] - starts[slot]]])
+        ranks = []
+        for slot, pick in enumerate(picks):
+            if len(pick):
+                ranks.append(unserved[slot][pick])
+                unserved[slot] = np.delete(unserved[slot], pick)
+        batches.append(order[np.sort(np.concatenate(ranks))])
+    return batches
+
+
 def _epoch_batches(
     kept: np.ndarray,
     clusters: np.ndarray | None,
@@ -108,53 +220,36 @@ def _epoch_batches(
     rotate: bool,
     seed: int,
     epoch: int,
+    pacing: Pacing = Pacing(),
 ) -> list[np.ndarray]:
     """The epoch's global batches; only the last one may be short.
 
     All randomness comes from one generator seeded by ``(seed, epoch)``, and
     the mixing shuffle draws from it last, so a schedule with ``mixing > 0``
     shares its batch heads with the ``mixing = 0`` schedule of the same epoch.
+    Stages are cut from the difficulty ranking (ties by index) and each is
+    batched in turn from the same generator, so ``stages=1`` draws exactly
+    what the unpaced order draws.
     """
     rng = np.random.default_rng((seed, epoch))
-
-    def chunk(order: np.ndarray) -> list[np.ndarray]:
-        return [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
-
     if mixing == 1:
-        return chunk(rng.permutation(kept))
+        return _chunk(rng.permutation(kept), global_batch)
+    if pacing.num_steps is not None:
+        return _competence_batches(kept, clusters, difficulty, global_batch, mixing, rotate, pacing, rng)  # type: ignore[arg-type]
 
-    order = rng.permutation(kept)  # the seeded tie-break among equal difficulties
-    if difficulty is not None:
-        order = order[np.argsort(difficulty[order], kind="stable")]
-    labels = clusters[order] if clusters is not None else np.zeros(len(order), dtype=np.int64)
-
-    per_cluster: list[list[np.ndarray]] = []
-    leftovers: list[np.ndarray] = []
-    for label in rng.permutation(np.unique(labels)):
-        members = order[labels == label]
-        full = len(members) - len(members) % global_batch
-        per_cluster.append(chunk(members[:full]))
-        leftovers.append(members[full:])
-    if rotate:
-        rounds = itertools.zip_longest(*per_cluster)
-        batches = [batch for round_ in rounds for batch in round_ if batch is not None]
-    else:
-        batches = [batch for cluster in per_cluster for batch in cluster]
-
-    rest = np.concatenate(leftovers)
-    if difficulty is not None:
-        rest = rest[np.argsort(difficulty[rest], kind="stable")]
-    batches += chunk(rest)
-
+    stages = [kept]
+    if pacing.stages > 1:
+        ranked = kept[np.argsort(difficulty[kept], kind="stable")]  # type: ignore[index]
+        stages = [np.sort(stage) for stage in np.split(ranked, stage_cuts(len(kept), pacing.stages, global_batch))]
+    batches: list[np.ndarray] = []
+    for stage in stages:
+        stage_batches, rest = _cluster_batches(stage, clusters, difficulty, global_batch, rotate, rng)
+        if difficulty is not None:
+            rest = rest[np.argsort(difficulty[rest], kind="stable")]
+        batches += stage_batches + _chunk(rest, global_batch)
     k = round(mixing * global_batch)
     if k:
-        # Batches are disjoint views of their cluster arrays, so writing the
-        # shuffled pool back in place edits exactly these two tails.
-        for first, second in zip(batches[0::2], batches[1::2]):
-            k1, k2 = min(k, len(first)), min(k, len(second))
-            pool = rng.permutation(np.concatenate([first[len(first) - k1 :], second[len(second) - k2 :]]))
-            first[len(first) - k1 :] = pool[:k1]
-            second[len(second) - k2 :] = pool[k1:]
+        _mix_tails(batches, k, rng)
     return batches
 
 
@@ -206,6 +301,10 @@ class SaeRLSampler(Sampler[int]):
         rank: int = 0,
         drop_last: bool = False,
         feedback: OnlineFeedback | None = None,
+        stages: int = 1,
+        num_steps: int | None = None,
+        competence: str = "linear",
+        initial_competence: float = 0.01,
     ) -> None:
         self.n = _check_int(n, "n", 1)
         self.batch_size = _check_int(batch_size, "batch_size", 1)
@@ -222,6 +321,7 @@ class SaeRLSampler(Sampler[int]):
         self.mixing = float(mixing)
         self.rotate = bool(rotate)
         self.drop_last = bool(drop_last)
+        self.pacing = Pacing(stages, num_steps, competence, initial_competence)
         self.epoch = 0
         self._cursor = 0
 
@@ -248,6 +348,8 @@ class SaeRLSampler(Sampler[int]):
         self._difficulty = None
         if difficulty is not None:
             self._difficulty = _check_finite(_to_numpy(difficulty, "difficulty", self.n), "difficulty")
+        if self.pacing.active and self._difficulty is None:
+            raise ValueError(f"pacing {self.pacing.describe()} orders prompts by difficulty: give difficulty, or stages=1")
 
         if self.drop_last and len(self._kept) < self.global_batch_size:
             raise ValueError(
@@ -287,6 +389,7 @@ class SaeRLSampler(Sampler[int]):
             "rotate": self.rotate,
             "drop_last": self.drop_last,
             "data": digest.hexdigest()[:16],
+            **self.pacing.describe(),
         }
 
     def set_epoch(self, epoch: int) -> None:
@@ -312,6 +415,7 @@ class SaeRLSampler(Sampler[int]):
             self.rotate,
             self.seed,
             self.epoch,
+            self.pacing,
         )
 
     def global_batches(self) -> list[list[int]]:

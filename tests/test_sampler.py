@@ -474,3 +474,25 @@ def test_works_with_a_dataloader():
     s = SaeRLSampler(10, batch_size=4, difficulty=np.arange(10.0), mixing=0)
     loader = torch.utils.data.DataLoader(list(range(10)), batch_size=4, sampler=s)
     assert [b.tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+# ---------------------------------------------------------------- pacing
+
+
+def test_one_stage_reproduces_the_unpaced_order_bit_for_bit():
+    """stages=1 against orders the sampler gave at b8dcc69, before pacing existed.
+
+    tests/data/sampler_orders_b8dcc69.json was written at that commit from
+    make_inputs(n, n_clusters, seed=0, ties) for each case's settings (seed 7).
+    """
+    import json
+    from pathlib import Path
+
+    cases = json.loads((Path(__file__).parent / "data" / "sampler_orders_b8dcc69.json").read_text())["cases"]
+    assert len(cases) == 48
+    for case in cases:
+        clusters, difficulty, keep = make_inputs(case["n"], case["n_clusters"], 0, case["ties"])
+        s = SaeRLSampler(case["n"], batch_size=case["batch_size"], clusters=clusters, difficulty=difficulty, keep=keep,
+                         mixing=case["mixing"], rotate=case["rotate"], seed=7, num_replicas=case["num_replicas"], stages=1)
+        s.set_epoch(case["epoch"])
+        assert s.global_batches() == case["batches"], case
