@@ -95,6 +95,27 @@ class Curriculum:
         )
 
 
+def resolve_pacing(
+    difficulty_probe: DifficultyProbe | None,
+    stages: int | None = None,
+    num_steps: int | None = None,
+    competence: str = "linear",
+    initial_competence: float = 0.01,
+) -> Pacing:
+    """The pacing a curriculum gets: ``num_steps`` -> competence, else ``stages`` (default: see below).
+
+    ``stages=None`` means ``DEFAULT_STAGES`` with a difficulty probe and 1
+    without one (nothing to pace by); asking for pacing without a difficulty
+    probe is refused.
+    """
+    if stages is None:
+        stages = 1 if difficulty_probe is None or num_steps is not None else DEFAULT_STAGES
+    pacing = Pacing(stages, num_steps, competence, initial_competence)
+    if pacing.active and difficulty_probe is None:
+        raise ValueError(f"pacing ({pacing}) orders prompts by difficulty: give a difficulty probe, or stages=1")
+    return pacing
+
+
 def curriculum_from_features(
     features: Any,
     *,
@@ -126,11 +147,7 @@ def curriculum_from_features(
     ``stages`` difficulty stages, by default ``DEFAULT_STAGES`` with a
     difficulty probe and 1 (nothing to pace by) without one.
     """
-    if stages is None:
-        stages = 1 if difficulty_probe is None or num_steps is not None else DEFAULT_STAGES
-    pacing = Pacing(stages, num_steps, competence, initial_competence)
-    if pacing.active and difficulty_probe is None:
-        raise ValueError(f"pacing {pacing.describe()} orders prompts by difficulty: give a difficulty probe, or stages=1")
+    pacing = resolve_pacing(difficulty_probe, stages, num_steps, competence, initial_competence)
     X = as_features(features)
     n = X.shape[0]
     difficulty = difficulty_probe.predict(X) if difficulty_probe is not None else None
@@ -183,6 +200,8 @@ def build_curriculum(
     **kwargs: Any,
 ) -> Curriculum:
     """Featurize `prompts` through `model` and `sae`, then `curriculum_from_features(**kwargs)`."""
+    # refuse a pacing the scores cannot support before the costly featurize
+    resolve_pacing(kwargs.get("difficulty_probe"), **{key: kwargs[key] for key in PACING_KEYS if key in kwargs})
     sae = load_sae(sae, device=str(next(model.parameters()).device))
     layer = resolve_layer(model, sae, layer)
     features = featurize(
@@ -348,7 +367,7 @@ def plot_curriculum(curriculum: Curriculum, path: str | os.PathLike[str], summar
         allowed = [competence(t, horizon, pacing["competence"], pacing["initial_competence"]) for t in xs]
         top.plot(xs, allowed, color="tab:green", ls=":", lw=1.5, label="competence c(t): easiest fraction allowed")
         if pacing["num_steps"] < len(rows):
-            top.axvline(pacing["num_steps"] - 0.5, color="tab:green", lw=1)
+            top.axvline(pacing["num_steps"] - 0.5, color="tab:green", lw=1, label=f"end of the run ({pacing['num_steps']} steps)")
     if rows and "mean_true_level" in rows[0]:
         level = np.array([np.nan if r["mean_true_level"] is None else r["mean_true_level"] for r in rows])
         twin = top.twinx()

@@ -66,6 +66,9 @@ class Pacing:
         """Whether the order is paced at all (it needs a difficulty to pace by)."""
         return self.stages > 1 or self.num_steps is not None
 
+    def __str__(self) -> str:
+        return ", ".join(f"{key}={value}" for key, value in self.describe().items()) or "unpaced"
+
     def describe(self) -> dict[str, Any]:
         """The settings that shape the order; empty when unpaced, so unpaced fingerprints stay as they were."""
         if self.num_steps is not None:

@@ -349,7 +349,7 @@ class SaeRLSampler(Sampler[int]):
         if difficulty is not None:
             self._difficulty = _check_finite(_to_numpy(difficulty, "difficulty", self.n), "difficulty")
         if self.pacing.active and self._difficulty is None:
-            raise ValueError(f"pacing {self.pacing.describe()} orders prompts by difficulty: give difficulty, or stages=1")
+            raise ValueError(f"pacing ({self.pacing}) orders prompts by difficulty: give difficulty, or stages=1")
 
         if self.drop_last and len(self._kept) < self.global_batch_size:
             raise ValueError(
