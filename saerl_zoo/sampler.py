@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
@@ -158,6 +158,7 @@ def _competence_batches(
     rotate: bool,
     pacing: Pacing,
     rng: np.random.Generator,
+    done: Sequence[np.ndarray] = (),
 ) -> list[np.ndarray]:
     """Batches under a competence schedule: batch ``t`` holds only the easiest ``c(t)`` of the pool.
 
@@ -167,7 +168,8 @@ def _competence_batches(
     G)`` drawn uniformly from the whole allowed pool. When no cluster has
     enough, the batch is drawn from the whole allowed pool. The allowed
     fraction never holds fewer prompts than the batches so far need, so every
-    kept prompt is served exactly once per epoch.
+    kept prompt is served exactly once per epoch. With ``done`` (the epoch's
+    first, full batches, fixed already) the schedule continues after them.
     """
     order = rng.permutation(kept)
     order = order[np.argsort(difficulty[order], kind="stable")]  # rank -> prompt, easy -> hard
@@ -176,11 +178,12 @@ def _competence_batches(
     horizon = min(pacing.num_steps, n_batches)  # type: ignore[type-var]
     labels = clusters[order] if clusters is not None else np.zeros(n_kept, dtype=np.int64)
     rotation = rng.permutation(np.unique(labels))
-    unserved = [np.flatnonzero(labels == label) for label in rotation]  # ranks, ascending, per cluster
+    open_ = ~np.isin(order, np.concatenate([np.empty(0, dtype=order.dtype), *done]))
+    unserved = [np.flatnonzero((labels == label) & open_) for label in rotation]  # ranks, ascending, per cluster
     k_mix = round(mixing * global_batch)
     pointer = 0
     batches = []
-    for t in range(n_batches):
+    for t in range(len(done), n_batches):
         size = min(global_batch, n_kept - t * global_batch)
         allowed = math.ceil(competence(t, horizon, pacing.competence, pacing.initial_competence) * n_kept - 1e-9)
         allowed = min(n_kept, max(allowed, t * global_batch + size))
@@ -221,6 +224,8 @@ def _epoch_batches(
     seed: int,
     epoch: int,
     pacing: Pacing = Pacing(),
+    done: Sequence[np.ndarray] = (),
+    replan: int = 0,
 ) -> list[np.ndarray]:
     """The epoch's global batches; only the last one may be short.
 
@@ -230,17 +235,26 @@ def _epoch_batches(
     Stages are cut from the difficulty ranking (ties by index) and each is
     batched in turn from the same generator, so ``stages=1`` draws exactly
     what the unpaced order draws.
+
+    ``done`` (the epoch's first batches, all full) re-plans only the rest of
+    the epoch under the same pacing, e.g. from corrected difficulties: the
+    stages keep their places in the schedule and the remaining prompts are
+    cut into them anew. ``replan`` (a count of re-plans) joins the seed.
     """
-    rng = np.random.default_rng((seed, epoch))
+    rng = np.random.default_rng((seed, epoch, replan) if replan else (seed, epoch))
     if mixing == 1:
         return _chunk(rng.permutation(kept), global_batch)
     if pacing.num_steps is not None:
-        return _competence_batches(kept, clusters, difficulty, global_batch, mixing, rotate, pacing, rng)  # type: ignore[arg-type]
+        rest = _competence_batches(kept, clusters, difficulty, global_batch, mixing, rotate, pacing, rng, done)  # type: ignore[arg-type]
+        return [*done, *rest]
 
-    stages = [kept]
+    remaining = np.setdiff1d(kept, np.concatenate(done)) if len(done) else kept
+    stages = [remaining]
     if pacing.stages > 1:
-        ranked = kept[np.argsort(difficulty[kept], kind="stable")]  # type: ignore[index]
-        stages = [np.sort(stage) for stage in np.split(ranked, stage_cuts(len(kept), pacing.stages, global_batch))]
+        ranked = remaining[np.argsort(difficulty[remaining], kind="stable")]  # type: ignore[index]
+        served = len(kept) - len(remaining)
+        cuts = [cut - served for cut in stage_cuts(len(kept), pacing.stages, global_batch) if cut > served]
+        stages = [np.sort(stage) for stage in np.split(ranked, cuts)]
     batches: list[np.ndarray] = []
     for stage in stages:
         stage_batches, rest = _cluster_batches(stage, clusters, difficulty, global_batch, rotate, rng)
@@ -250,7 +264,7 @@ def _epoch_batches(
     k = round(mixing * global_batch)
     if k:
         _mix_tails(batches, k, rng)
-    return batches
+    return [*done, *batches]
 
 
 class SaeRLSampler(Sampler[int]):
@@ -404,8 +418,10 @@ class SaeRLSampler(Sampler[int]):
             self._cursor = 0
         self.epoch = epoch
 
-    def _plan(self, difficulty: np.ndarray | None) -> list[np.ndarray]:
-        """This epoch's global batches for the given difficulties (before ``drop_last``)."""
+    def _plan(
+        self, difficulty: np.ndarray | None, done: Sequence[np.ndarray] = (), replan: int = 0
+    ) -> list[np.ndarray]:
+        """This epoch's global batches for the given difficulties (before ``drop_last``); see :func:`_epoch_batches`."""
         return _epoch_batches(
             self._kept,
             self._clusters,
@@ -416,6 +432,8 @@ class SaeRLSampler(Sampler[int]):
             self.seed,
             self.epoch,
             self.pacing,
+            done,
+            replan,
         )
 
     def global_batches(self) -> list[list[int]]:

@@ -396,3 +396,33 @@ def test_two_gloo_ranks_keep_identical_state(tmp_path):
 def test_without_gathering_ranks_would_drift_apart(tmp_path):
     logs = _spawn(tmp_path, False)
     assert logs[0][-1]["state"]["feedback"] != logs[1][-1]["state"]["feedback"]
+
+
+@pytest.mark.parametrize("pacing", [Pacing(stages=3), Pacing(num_steps=20)], ids=str)
+def test_paced_update_mid_epoch_recuts_the_rest_by_the_estimates(pacing):
+    n = 200
+    clusters, difficulty, keep = make_inputs(n)
+    fb = OnlineFeedback(cluster_rate=1.0, prior_strength=1.0)
+    s = SaeRLSampler(n, batch_size=4, clusters=clusters, difficulty=difficulty, keep=keep, mixing=0, seed=3,
+                     stages=pacing.stages, num_steps=pacing.num_steps, feedback=fb)
+    before = s.global_batches()
+    it = iter(s)
+    served = list(islice(it, 12))  # three batches
+    # the policy solves everything of cluster 0 it sees: the cluster's unseen prompts get easier
+    s.update(served, [1.0 if clusters[i] == 0 else 0.0 for i in served])
+    assert fb.cluster_offsets()[0] < 0
+    after = s.global_batches()
+    assert after[:3] == before[:3] and after != before
+    assert sorted(i for b in after for i in b) == sorted(np.flatnonzero(keep).tolist())
+    expected = _epoch_batches(np.flatnonzero(keep), clusters, fb.estimates(s), 4, 0.0, True, 3, 0, pacing,
+                              [np.asarray(b) for b in before[:3]], replan=fb.n_updates)
+    assert after == [b.tolist() for b in expected]
+    assert served + list(it) == [i for b in after for i in b]  # the running iterator follows the new plan
+    estimate = fb.estimates(s)
+    if pacing.stages > 1:  # the rest's stages are quantiles of the corrected difficulty
+        from saerl_zoo.pacing import stage_cuts
+
+        starts = [0, *(c // 4 for c in stage_cuts(int(keep.sum()), 3, 4)), len(after)]
+        segments = [[i for b in after[max(a, 3):z] for i in b] for a, z in zip(starts[:-1], starts[1:])]
+        for easier, harder in zip(segments, segments[1:]):
+            assert estimate[easier].max() <= estimate[harder].min()
