@@ -349,7 +349,7 @@ def plot_curriculum(curriculum: Curriculum, path: str | os.PathLike[str], summar
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, constrained_layout=True)
     pacing = summary["pacing"]
     design = (f"competence ({pacing['competence']}) over {pacing['num_steps']} steps" if "num_steps" in pacing
-              else f"{len(pacing['stage_starts']) + 1} difficulty stage(s)")
+              else f"{len(pacing['stage_starts']) + 1} difficulty stages" if pacing["stage_starts"] else "unpaced")
     top.set_title(f"SaeRL curriculum: {summary['n_kept']} of {summary['n_prompts']} prompts kept, "
                   f"{len(rows)} batches, {design}")
     if curriculum.difficulty is not None:

@@ -40,7 +40,7 @@ from saerl_zoo.curriculum import Curriculum, build_curriculum, true_levels, writ
 from saerl_zoo.data import load_rows  # noqa: E402
 from saerl_zoo.difficulty import DifficultyProbe  # noqa: E402
 from saerl_zoo.embedded import default_path, load_default_model  # noqa: E402
-from saerl_zoo.pacing import pacing_figures  # noqa: E402
+from saerl_zoo.pacing import Pacing, pacing_figures  # noqa: E402
 from saerl_zoo.quality import QualityProbe  # noqa: E402
 from saerl_zoo.storage import atomic_path, write_json  # noqa: E402
 
@@ -162,7 +162,7 @@ def main() -> None:
         f"{curriculum.sampler_kwargs['batch_size']}, mixing {curriculum.sampler_kwargs['mixing']}, 32 clusters. "
         f"Figures: median over sampler seeds {args.seeds}; true level = the hidden ground truth (1-3), only measured.",
         "",
-        f"Default chosen: `{default}`.",
+        f"Default chosen: `{Pacing(**default)}` (with a difficulty probe; `saerl_zoo.curriculum.DEFAULT_STAGES`).",
         "",
         "## Stages (whole epoch)",
         "",
@@ -187,7 +187,11 @@ def main() -> None:
     write_json(args.out / "pacing.json", {"default": default, "seeds": seeds, "stages": dict(staged),
                                            "competence": dict(competence),
                                            "checks": [{"check": n, "met": bool(ok), "figure": f} for n, ok, f in checks]})
-    write_report(curriculum, args.out / "pacing", levels)
+    plot = write_report(curriculum, args.out / "pacing", levels)["plot"]
+    from PIL import Image  # a 64-colour copy keeps the committed plot small (about 40 kB instead of 130)
+
+    with atomic_path(plot) as tmp:
+        Image.open(plot).convert("RGB").quantize(64).save(tmp, format="png", optimize=True)
 
 
 if __name__ == "__main__":
