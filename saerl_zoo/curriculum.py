@@ -22,7 +22,7 @@ import numpy as np
 from saerl_zoo.difficulty import DifficultyProbe
 from saerl_zoo.diversity import Clustering, cluster
 from saerl_zoo.featurizer import featurize, resolve_layer
-from saerl_zoo.pacing import Pacing, competence, pacing_figures, stage_cuts
+from saerl_zoo.pacing import Pacing, competence, known_mean, pacing_figures, stage_cuts
 from saerl_zoo.probe import as_features
 from saerl_zoo.quality import QualityProbe
 from saerl_zoo.sampler import SaeRLSampler, quality_mask
@@ -294,7 +294,7 @@ def summarize(curriculum: Curriculum, levels: np.ndarray | None = None) -> dict[
         if curriculum.difficulty is not None:
             entry["mean_difficulty"] = float(np.mean(curriculum.difficulty[batch]))
         if levels is not None:
-            entry["mean_true_level"] = float(np.nanmean(levels[batch])) if np.isfinite(levels[batch]).any() else None
+            entry["mean_true_level"] = known_mean(levels[batch])
         if curriculum.clusters is not None:
             counts = np.bincount(curriculum.clusters[batch])
             entry["n_clusters"] = int(np.count_nonzero(counts))

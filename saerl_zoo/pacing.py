@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-__all__ = ["COMPETENCE_SCHEDULES", "Pacing", "competence", "pacing_figures", "stage_cuts"]
+__all__ = ["COMPETENCE_SCHEDULES", "Pacing", "competence", "known_mean", "pacing_figures", "stage_cuts"]
 
 COMPETENCE_SCHEDULES = ("linear", "sqrt")
 
@@ -99,10 +99,17 @@ def competence(step: int, horizon: int, schedule: str, initial: float) -> float:
     raise ValueError(f"competence schedule must be one of {COMPETENCE_SCHEDULES}, got {schedule!r}")
 
 
-def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def _spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Rank correlation, or None where it is undefined (fewer than 2 values, or one side constant)."""
     if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
+        return None
     return float(spearmanr(x, y).statistic)
+
+
+def known_mean(values: np.ndarray) -> float | None:
+    """Mean of the non-nan values (ground truth is unknown for some prompts), None when there are none."""
+    known = values[~np.isnan(values)]
+    return float(known.mean()) if len(known) else None
 
 
 def pacing_figures(
@@ -119,6 +126,7 @@ def pacing_figures(
     ``levels`` is a ground-truth difficulty per prompt (``nan`` where unknown,
     e.g. off-topic noise), used only to measure, never to order. Quarters
     (``parts``) split the batches into equal runs of consecutive batches.
+    A figure that is undefined (a constant side, no known level) is None.
     """
     flat = np.asarray([i for batch in batches for i in batch], dtype=np.int64)
     position = np.arange(len(flat))
@@ -129,14 +137,14 @@ def pacing_figures(
         batch_mean = [float(np.mean(difficulty[b])) for b in batches]
         figures["spearman_position_difficulty"] = _spearman(position, difficulty[flat])
         figures["spearman_batch_difficulty"] = _spearman(batch_index, batch_mean)
-        figures["difficulty_by_quarter"] = [float(np.mean(batch_mean[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+        figures["difficulty_by_quarter"] = [known_mean(np.asarray(batch_mean[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
     if levels is not None:
         served = levels[flat]
         known = ~np.isnan(served)
         figures["spearman_position_level"] = _spearman(position[known], served[known])
         per_batch = np.repeat(batch_index, [len(b) for b in batches])
         figures["level_by_quarter"] = [
-            float(np.nanmean(served[(per_batch >= a) & (per_batch < b)])) for a, b in zip(bounds[:-1], bounds[1:])
+            known_mean(served[(per_batch >= a) & (per_batch < b)]) for a, b in zip(bounds[:-1], bounds[1:])
         ]
     if clusters is not None:
         labels = [clusters[b] for b in batches]
