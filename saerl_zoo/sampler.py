@@ -5,6 +5,13 @@ clusters in feature space (diversity), a difficulty probe and a quality probe.
 :class:`SaeRLSampler` turns them into an epoch order, in this sequence:
 
 1. quality filtering - prompts outside ``keep`` never appear;
+   pacing (:mod:`saerl_zoo.pacing`, off by default) then wraps steps 2-3:
+   with ``stages=S`` the kept prompts are cut into ``S`` bands of global
+   predicted difficulty, served easiest first, each band going through
+   steps 2-3 on its own (its leftovers pooled at the band's end) before
+   step 4 mixes the whole order; with ``num_steps=N`` a competence schedule lets
+   batch ``t`` draw only from the easiest ``c(t)`` of the pool, so an
+   ``N``-step run sweeps easy -> hard (see :func:`_competence_batches`);
 2. cluster-first batching - each cluster is sorted easy -> hard and cut into
    global batches, so one optimiser step sees related prompts of similar
    difficulty; each cluster's partial last chunk is pooled with the others',
@@ -17,7 +24,8 @@ clusters in feature space (diversity), a difficulty probe and a quality probe.
    uniform shuffle (1).
 
 Each component can be switched off for ablations (``keep=None``,
-``clusters=None``, ``difficulty=None``, ``mixing=0``, ``rotate=False``).
+``clusters=None``, ``difficulty=None``, ``mixing=0``, ``rotate=False``,
+``stages=1``). Pacing needs ``difficulty``.
 
 Online feedback (beyond the paper, off by default): with ``feedback=``
 :class:`~saerl_zoo.feedback.OnlineFeedback`, :meth:`SaeRLSampler.update` takes
@@ -298,6 +306,13 @@ class SaeRLSampler(Sampler[int]):
     ``feedback`` (an :class:`~saerl_zoo.feedback.OnlineFeedback`, default
     ``None``) turns on online difficulty correction through :meth:`update`;
     its state joins :meth:`state_dict`.
+
+    Pacing (see :mod:`saerl_zoo.pacing`): ``stages`` difficulty stages
+    (default 1: unpaced, the order before pacing existed, bit for bit), or
+    ``num_steps`` - the run's length in global batches - for a competence
+    schedule (``competence`` ``"linear"`` or ``"sqrt"``, starting at
+    ``initial_competence``). A ``num_steps`` beyond the epoch's batch count
+    sweeps within each epoch. ``mixing=1`` ignores pacing like everything else.
     """
 
     def __init__(
