@@ -235,13 +235,19 @@ def cluster_cmd(features, n_clusters, seed, out, overwrite):
 @click.option("--keep-fraction", type=float, help="Keep this best fraction by quality instead of a threshold.")
 @click.option("--train-batch-size", "batch_size", type=int, default=8, show_default=True, help="Prompts per training step (global batch).")
 @click.option("--mixing", type=click.FloatRange(0, 1), default=0.1, show_default=True, help="Share of each batch exchanged with its neighbour (0 = pure clusters, 1 = shuffled).")
+@click.option("--stages", type=click.IntRange(min=1), help="Difficulty stages served easiest first (quantiles of predicted difficulty; 1 = unpaced). Default: 5 with a difficulty probe, else 1.")
+@click.option("--num-steps", type=click.IntRange(min=1), help="Training steps of the run: pace by a competence schedule instead of stages, so the run sweeps easy → hard within these steps.")
+@click.option("--competence", type=click.Choice(["linear", "sqrt"]), default="linear", show_default=True, help="With --num-steps: how the easiest fraction allowed grows to 1.")
+@click.option("--initial-competence", type=click.FloatRange(0, 1), default=0.01, show_default=True, help="With --num-steps: the fraction allowed at the first step.")
+@click.option("--ground-truth", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="jsonl of {id, level}: adds true-level figures to the report (never used to order). Default: the embedded one with the embedded prompts.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl", show_default=True)
 def curriculum(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, device, trust_remote_code, pooling, featurize_batch_size, max_length, cache_dir, prompt_field,
-               difficulty_probe, quality_probe, no_difficulty, no_quality, no_clusters, n_clusters, quality_threshold, keep_fraction, batch_size, mixing, seed, fmt):
+               difficulty_probe, quality_probe, no_difficulty, no_quality, no_clusters, n_clusters, quality_threshold, keep_fraction, batch_size, mixing,
+               stages, num_steps, competence, initial_competence, ground_truth, seed, fmt):
     """Order a prompt set into a SaeRL curriculum: ordered dataset + report (table and plot)."""
     _check_model_args(model_path, sae_path, gguf_file)
-    from saerl_zoo.curriculum import build_curriculum, write_ordered_dataset, write_report
+    from saerl_zoo.curriculum import build_curriculum, true_levels, write_ordered_dataset, write_report
     from saerl_zoo.data import load_rows
     from saerl_zoo.difficulty import DifficultyProbe
     from saerl_zoo.embedded import default_path
@@ -263,11 +269,13 @@ def curriculum(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, 
         quality_probe=None if no_quality or quality_probe is None else QualityProbe.load(quality_probe),
         use_clusters=not no_clusters, n_clusters=n_clusters, quality_threshold=quality_threshold, keep_fraction=keep_fraction,
         batch_size=batch_size, mixing=mixing, seed=seed,
+        stages=stages, num_steps=num_steps, competence=competence, initial_competence=initial_competence,
         provenance={"prompts": str(_prompts_path(prompts)), "difficulty_probe_path": str(difficulty_probe), "quality_probe_path": str(quality_probe)},
     )
     result.save(out / "curriculum")
     ordered = write_ordered_dataset(rows, result, out / f"ordered.{fmt}")
-    report = write_report(result, out)
+    ground_truth = ground_truth or (default_path("ground_truth.jsonl") if prompts is None else None)
+    report = write_report(result, out, true_levels(rows, ground_truth) if ground_truth else None)
     click.echo(f"kept {int(result.keep.sum())} of {len(result)} prompts → {ordered}")
     note = FeaturizeInfo(**result.provenance["featurize"]).truncation_note()
     if note:

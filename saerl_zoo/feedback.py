@@ -44,7 +44,12 @@ Feedback changes only what has not been handed out yet:
   cluster of each slot, the rotation across clusters, the mixed tails — and
   each cluster's remaining prompts are re-sorted easy -> hard by the new
   estimates into that cluster's remaining slots. (If nothing of the epoch has
-  been handed out, the whole epoch is re-planned instead.)
+  been handed out, the whole epoch is re-planned instead.) A paced sampler
+  (``stages > 1`` or ``num_steps``) re-plans the not yet started batches
+  instead: its stages keep their places in the schedule and the remaining
+  prompts are cut into them anew by the new estimates (or the competence
+  schedule continues, its allowed fraction ranked by the new estimates), so
+  pacing follows the corrected difficulty within the epoch.
 * **the next epochs**: each new epoch is planned from scratch with the current
   estimates in place of the probe's (cluster chunks, rotation and mixing as
   in the offline method).
@@ -272,6 +277,12 @@ class OnlineFeedback:
         sizes = np.cumsum([len(batch) for batch in batches[started:]])[:-1]
         self._plan = (epoch, batches[:started] + np.split(resorted, sizes))
 
+    def _replan_rest(self, sampler: SaeRLSampler, started: int) -> None:
+        """Paced samplers: cut the unstarted rest into its stages (or competence steps) by the new estimates."""
+        epoch, batches = self._plan  # type: ignore[misc]
+        if started < len(batches):
+            self._plan = (epoch, sampler._plan(self.estimates(sampler), batches[:started], replan=self.n_updates))
+
     # ------------------------------------------------------------ feedback
 
     def update(self, sampler: SaeRLSampler, indices: Any, rewards: Any) -> None:
@@ -306,6 +317,8 @@ class OnlineFeedback:
         started = math.ceil(cursor / sampler.batch_size)  # global batches some rank has begun to hand out
         if started == 0:
             self._plan = None  # nothing of this epoch served yet: plan it afresh from the new estimates
+        elif sampler.pacing.active:
+            self._replan_rest(sampler, started)
         else:
             self._resort_rest(sampler, started)
         self.version += 1

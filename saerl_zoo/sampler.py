@@ -5,6 +5,13 @@ clusters in feature space (diversity), a difficulty probe and a quality probe.
 :class:`SaeRLSampler` turns them into an epoch order, in this sequence:
 
 1. quality filtering - prompts outside ``keep`` never appear;
+   pacing (:mod:`saerl_zoo.pacing`, off by default) then wraps steps 2-3:
+   with ``stages=S`` the kept prompts are cut into ``S`` bands of global
+   predicted difficulty, served easiest first, each band going through
+   steps 2-3 on its own (its leftovers pooled at the band's end) before
+   step 4 mixes the whole order; with ``num_steps=N`` a competence schedule lets
+   batch ``t`` draw only from the easiest ``c(t)`` of the pool, so an
+   ``N``-step run sweeps easy -> hard (see :func:`_competence_batches`);
 2. cluster-first batching - each cluster is sorted easy -> hard and cut into
    global batches, so one optimiser step sees related prompts of similar
    difficulty; each cluster's partial last chunk is pooled with the others',
@@ -17,7 +24,8 @@ clusters in feature space (diversity), a difficulty probe and a quality probe.
    uniform shuffle (1).
 
 Each component can be switched off for ablations (``keep=None``,
-``clusters=None``, ``difficulty=None``, ``mixing=0``, ``rotate=False``).
+``clusters=None``, ``difficulty=None``, ``mixing=0``, ``rotate=False``,
+``stages=1``). Pacing needs ``difficulty``.
 
 Online feedback (beyond the paper, off by default): with ``feedback=``
 :class:`~saerl_zoo.feedback.OnlineFeedback`, :meth:`SaeRLSampler.update` takes
@@ -30,13 +38,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch.utils.data import Sampler
+
+from saerl_zoo.pacing import Pacing, competence, stage_cuts
 
 if TYPE_CHECKING:  # pragma: no cover
     from saerl_zoo.feedback import OnlineFeedback
@@ -99,6 +109,119 @@ def quality_mask(
     return mask
 
 
+def _chunk(order: np.ndarray, global_batch: int) -> list[np.ndarray]:
+    return [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
+
+
+def _cluster_batches(
+    members: np.ndarray,
+    clusters: np.ndarray | None,
+    difficulty: np.ndarray | None,
+    global_batch: int,
+    rotate: bool,
+    rng: np.random.Generator,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Cluster-first batches of ``members``, each cluster easy -> hard, rotated, and the clusters' partial rests.
+
+    The rests (each cluster's last ``< global_batch`` prompts) are returned
+    together, for the caller to pool into the stage's last batches.
+    """
+    order = rng.permutation(members)  # the seeded tie-break among equal difficulties
+    if difficulty is not None:
+        order = order[np.argsort(difficulty[order], kind="stable")]
+    labels = clusters[order] if clusters is not None else np.zeros(len(order), dtype=np.int64)
+
+    per_cluster: list[list[np.ndarray]] = []
+    leftovers: list[np.ndarray] = []
+    for label in rng.permutation(np.unique(labels)):
+        members_c = order[labels == label]
+        full = len(members_c) - len(members_c) % global_batch
+        per_cluster.append(_chunk(members_c[:full], global_batch))
+        leftovers.append(members_c[full:])
+    if rotate:
+        rounds = itertools.zip_longest(*per_cluster)
+        batches = [batch for round_ in rounds for batch in round_ if batch is not None]
+    else:
+        batches = [batch for cluster in per_cluster for batch in cluster]
+    return batches, np.concatenate(leftovers)
+
+
+def _mix_tails(batches: list[np.ndarray], k: int, rng: np.random.Generator) -> None:
+    """Adjacent batch pairs swap a shuffled pool of their ``k`` last (hardest) items, in place."""
+    # Batches are disjoint views of their cluster arrays, so writing the
+    # shuffled pool back in place edits exactly these two tails.
+    for first, second in zip(batches[0::2], batches[1::2]):
+        k1, k2 = min(k, len(first)), min(k, len(second))
+        pool = rng.permutation(np.concatenate([first[len(first) - k1 :], second[len(second) - k2 :]]))
+        first[len(first) - k1 :] = pool[:k1]
+        second[len(second) - k2 :] = pool[k1:]
+
+
+def _competence_batches(
+    kept: np.ndarray,
+    clusters: np.ndarray | None,
+    difficulty: np.ndarray,
+    global_batch: int,
+    mixing: float,
+    rotate: bool,
+    pacing: Pacing,
+    rng: np.random.Generator,
+    done: Sequence[np.ndarray] = (),
+) -> list[np.ndarray]:
+    """Batches under a competence schedule: batch ``t`` holds only the easiest ``c(t)`` of the pool.
+
+    Each batch is one cluster's prompts (the next cluster in the seeded
+    rotation with enough of them inside the allowed fraction), drawn uniformly
+    from that cluster's allowed, not yet served prompts, plus ``round(mixing *
+    G)`` drawn uniformly from the whole allowed pool. When no cluster has
+    enough, the batch is drawn from the whole allowed pool. The allowed
+    fraction never holds fewer prompts than the batches so far need, so every
+    kept prompt is served exactly once per epoch. With ``done`` (the epoch's
+    first, full batches, fixed already) the schedule continues after them.
+    """
+    order = rng.permutation(kept)
+    order = order[np.argsort(difficulty[order], kind="stable")]  # rank -> prompt, easy -> hard
+    n_kept = len(order)
+    n_batches = math.ceil(n_kept / global_batch)
+    horizon = min(pacing.num_steps, n_batches)  # type: ignore[type-var]
+    labels = clusters[order] if clusters is not None else np.zeros(n_kept, dtype=np.int64)
+    rotation = rng.permutation(np.unique(labels))
+    open_ = ~np.isin(order, np.concatenate([np.empty(0, dtype=order.dtype), *done]))
+    unserved = [np.flatnonzero((labels == label) & open_) for label in rotation]  # ranks, ascending, per cluster
+    k_mix = round(mixing * global_batch)
+    pointer = 0
+    batches = []
+    for t in range(len(done), n_batches):
+        size = min(global_batch, n_kept - t * global_batch)
+        allowed = math.ceil(competence(t, horizon, pacing.competence, pacing.initial_competence) * n_kept - 1e-9)
+        allowed = min(n_kept, max(allowed, t * global_batch + size))
+        counts = np.array([np.searchsorted(ranks, allowed) for ranks in unserved])
+        head = size - min(k_mix, size)
+        picks: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(rotation)
+        for step in range(len(rotation)):
+            slot = (pointer + step) % len(rotation)
+            if counts[slot] >= max(head, 1):
+                picks[slot] = rng.choice(counts[slot], head, replace=False)
+                pointer = (slot + 1) % len(rotation) if rotate else slot
+                break
+        else:
+            head = 0  # no cluster fills a batch inside the allowed fraction: draw it all from the pool
+        # the rest uniformly from everything allowed and not yet picked
+        starts = np.concatenate([[0], np.cumsum(counts - np.array([len(p) for p in picks]))])
+        positions = rng.choice(starts[-1], size - head, replace=False)
+        hit = np.searchsorted(starts, positions, side="right") - 1
+        for slot in np.unique(hit):
+            free = np.setdiff1d(np.arange(counts[slot]), picks[slot], assume_unique=True)
+            picks[slot] = np.concatenate([picks[slot], free[positions[hit == slot] - starts[slot]]])
+        ranks = []
+        for slot, pick in enumerate(picks):
+            if len(pick):
+                ranks.append(unserved[slot][pick])
+                unserved[slot] = np.delete(unserved[slot], pick)
+        batches.append(order[np.sort(np.concatenate(ranks))])
+    return batches
+
+
 def _epoch_batches(
     kept: np.ndarray,
     clusters: np.ndarray | None,
@@ -108,54 +231,48 @@ def _epoch_batches(
     rotate: bool,
     seed: int,
     epoch: int,
+    pacing: Pacing = Pacing(),
+    done: Sequence[np.ndarray] = (),
+    replan: int = 0,
 ) -> list[np.ndarray]:
     """The epoch's global batches; only the last one may be short.
 
     All randomness comes from one generator seeded by ``(seed, epoch)``, and
     the mixing shuffle draws from it last, so a schedule with ``mixing > 0``
     shares its batch heads with the ``mixing = 0`` schedule of the same epoch.
+    Stages are cut from the difficulty ranking (ties by index) and each is
+    batched in turn from the same generator, so ``stages=1`` draws exactly
+    what the unpaced order draws.
+
+    ``done`` (the epoch's first batches, all full) re-plans only the rest of
+    the epoch under the same pacing, e.g. from corrected difficulties: the
+    stages keep their places in the schedule and the remaining prompts are
+    cut into them anew. ``replan`` (a count of re-plans) joins the seed.
     """
-    rng = np.random.default_rng((seed, epoch))
-
-    def chunk(order: np.ndarray) -> list[np.ndarray]:
-        return [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
-
+    rng = np.random.default_rng((seed, epoch, replan) if replan else (seed, epoch))
     if mixing == 1:
-        return chunk(rng.permutation(kept))
+        return _chunk(rng.permutation(kept), global_batch)
+    if pacing.num_steps is not None:
+        rest = _competence_batches(kept, clusters, difficulty, global_batch, mixing, rotate, pacing, rng, done)  # type: ignore[arg-type]
+        return [*done, *rest]
 
-    order = rng.permutation(kept)  # the seeded tie-break among equal difficulties
-    if difficulty is not None:
-        order = order[np.argsort(difficulty[order], kind="stable")]
-    labels = clusters[order] if clusters is not None else np.zeros(len(order), dtype=np.int64)
-
-    per_cluster: list[list[np.ndarray]] = []
-    leftovers: list[np.ndarray] = []
-    for label in rng.permutation(np.unique(labels)):
-        members = order[labels == label]
-        full = len(members) - len(members) % global_batch
-        per_cluster.append(chunk(members[:full]))
-        leftovers.append(members[full:])
-    if rotate:
-        rounds = itertools.zip_longest(*per_cluster)
-        batches = [batch for round_ in rounds for batch in round_ if batch is not None]
-    else:
-        batches = [batch for cluster in per_cluster for batch in cluster]
-
-    rest = np.concatenate(leftovers)
-    if difficulty is not None:
-        rest = rest[np.argsort(difficulty[rest], kind="stable")]
-    batches += chunk(rest)
-
+    remaining = np.setdiff1d(kept, np.concatenate(done)) if len(done) else kept
+    stages = [remaining]
+    if pacing.stages > 1:
+        ranked = remaining[np.argsort(difficulty[remaining], kind="stable")]  # type: ignore[index]
+        served = len(kept) - len(remaining)
+        cuts = [cut - served for cut in stage_cuts(len(kept), pacing.stages, global_batch) if cut > served]
+        stages = [np.sort(stage) for stage in np.split(ranked, cuts)]
+    batches: list[np.ndarray] = []
+    for stage in stages:
+        stage_batches, rest = _cluster_batches(stage, clusters, difficulty, global_batch, rotate, rng)
+        if difficulty is not None:
+            rest = rest[np.argsort(difficulty[rest], kind="stable")]
+        batches += stage_batches + _chunk(rest, global_batch)
     k = round(mixing * global_batch)
     if k:
-        # Batches are disjoint views of their cluster arrays, so writing the
-        # shuffled pool back in place edits exactly these two tails.
-        for first, second in zip(batches[0::2], batches[1::2]):
-            k1, k2 = min(k, len(first)), min(k, len(second))
-            pool = rng.permutation(np.concatenate([first[len(first) - k1 :], second[len(second) - k2 :]]))
-            first[len(first) - k1 :] = pool[:k1]
-            second[len(second) - k2 :] = pool[k1:]
-    return batches
+        _mix_tails(batches, k, rng)
+    return [*done, *batches]
 
 
 class SaeRLSampler(Sampler[int]):
@@ -189,6 +306,13 @@ class SaeRLSampler(Sampler[int]):
     ``feedback`` (an :class:`~saerl_zoo.feedback.OnlineFeedback`, default
     ``None``) turns on online difficulty correction through :meth:`update`;
     its state joins :meth:`state_dict`.
+
+    Pacing (see :mod:`saerl_zoo.pacing`): ``stages`` difficulty stages
+    (default 1: unpaced, the order before pacing existed, bit for bit), or
+    ``num_steps`` - the run's length in global batches - for a competence
+    schedule (``competence`` ``"linear"`` or ``"sqrt"``, starting at
+    ``initial_competence``). A ``num_steps`` beyond the epoch's batch count
+    sweeps within each epoch. ``mixing=1`` ignores pacing like everything else.
     """
 
     def __init__(
@@ -206,6 +330,10 @@ class SaeRLSampler(Sampler[int]):
         rank: int = 0,
         drop_last: bool = False,
         feedback: OnlineFeedback | None = None,
+        stages: int = 1,
+        num_steps: int | None = None,
+        competence: str = "linear",
+        initial_competence: float = 0.01,
     ) -> None:
         self.n = _check_int(n, "n", 1)
         self.batch_size = _check_int(batch_size, "batch_size", 1)
@@ -222,6 +350,7 @@ class SaeRLSampler(Sampler[int]):
         self.mixing = float(mixing)
         self.rotate = bool(rotate)
         self.drop_last = bool(drop_last)
+        self.pacing = Pacing(stages, num_steps, competence, initial_competence)
         self.epoch = 0
         self._cursor = 0
 
@@ -248,6 +377,8 @@ class SaeRLSampler(Sampler[int]):
         self._difficulty = None
         if difficulty is not None:
             self._difficulty = _check_finite(_to_numpy(difficulty, "difficulty", self.n), "difficulty")
+        if self.pacing.active and self._difficulty is None:
+            raise ValueError(f"pacing ({self.pacing}) orders prompts by difficulty: give difficulty, or stages=1")
 
         if self.drop_last and len(self._kept) < self.global_batch_size:
             raise ValueError(
@@ -287,6 +418,7 @@ class SaeRLSampler(Sampler[int]):
             "rotate": self.rotate,
             "drop_last": self.drop_last,
             "data": digest.hexdigest()[:16],
+            **self.pacing.describe(),
         }
 
     def set_epoch(self, epoch: int) -> None:
@@ -301,8 +433,10 @@ class SaeRLSampler(Sampler[int]):
             self._cursor = 0
         self.epoch = epoch
 
-    def _plan(self, difficulty: np.ndarray | None) -> list[np.ndarray]:
-        """This epoch's global batches for the given difficulties (before ``drop_last``)."""
+    def _plan(
+        self, difficulty: np.ndarray | None, done: Sequence[np.ndarray] = (), replan: int = 0
+    ) -> list[np.ndarray]:
+        """This epoch's global batches for the given difficulties (before ``drop_last``); see :func:`_epoch_batches`."""
         return _epoch_batches(
             self._kept,
             self._clusters,
@@ -312,6 +446,9 @@ class SaeRLSampler(Sampler[int]):
             self.rotate,
             self.seed,
             self.epoch,
+            self.pacing,
+            done,
+            replan,
         )
 
     def global_batches(self) -> list[list[int]]:

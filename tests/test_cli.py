@@ -75,3 +75,16 @@ def test_curriculum_on_embedded_default(tmp_path):
     # the shipped quality probe (P(good) >= 0.5) removes about half the broken prompts: 15% → 7.6% when built
     assert bad_kept < 0.6 * bad_in_pool
     assert (tmp_path / "run" / "curriculum.png").read_bytes()[:4] == b"\x89PNG"
+    # issue #13's pacing targets with the default settings (ground truth: the embedded one, measured only)
+    figures = report["pacing"]["figures"]
+    assert report["pacing"]["stages"] == 5 and figures["spearman_batch_difficulty"] >= 0.9
+    assert np.all(np.diff(figures["level_by_quarter"]) > 0)
+
+
+def test_pacing_without_difficulty_is_one_line(workspace, tmp_path):
+    result = CliRunner().invoke(main, ["curriculum", "--prompts", str(workspace / "prompts.jsonl"), "--out", str(tmp_path / "run"),
+                                       "--model", str(workspace / "model"), "--sae", str(workspace / "sae"), "--no-difficulty",
+                                       "--stages", "3"])
+    assert result.exit_code == 1
+    assert "featurize" not in result.output, "refused before featurizing"
+    assert result.output.strip().splitlines()[-1] == "Error: pacing (stages=3) orders prompts by difficulty: give a difficulty probe, or stages=1"

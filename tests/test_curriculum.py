@@ -8,7 +8,14 @@ import pytest
 import scipy.sparse as sp
 from test_diversity import blobs
 
-from saerl_zoo.curriculum import Curriculum, curriculum_from_features, write_ordered_dataset, write_report
+from saerl_zoo.curriculum import (
+    DEFAULT_STAGES,
+    Curriculum,
+    curriculum_from_features,
+    true_levels,
+    write_ordered_dataset,
+    write_report,
+)
 from saerl_zoo.data import align_labels, load_rows
 from saerl_zoo.difficulty import DifficultyProbe
 from saerl_zoo.quality import QualityProbe
@@ -34,7 +41,8 @@ def probes(pool):
 def test_pipeline_filters_clusters_and_orders(pool, probes):
     X, topic, difficulty, good = pool
     d_probe, q_probe = probes
-    cur = curriculum_from_features(X, difficulty_probe=d_probe, quality_probe=q_probe, n_clusters=4, batch_size=10, mixing=0.0)
+    cur = curriculum_from_features(X, difficulty_probe=d_probe, quality_probe=q_probe, n_clusters=4, batch_size=10, mixing=0.0,
+                                   stages=1)
     order = cur.order()
     assert len(order) == len(set(order)) == cur.keep.sum()
     assert set(order) == set(np.flatnonzero(cur.keep))
@@ -89,7 +97,54 @@ def test_report_has_table_plot_and_numbers(tmp_path, pool, probes):
     assert report["n_kept"] == int(cur.keep.sum())
     assert len(report["batches"]) == len(cur.sampler().global_batches())
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| batch |" in paths["markdown"].read_text()
+    text = paths["markdown"].read_text()
+    assert "| batch | stage |" in text and "mean true level" not in text
+    assert "| difficulty | spearman |" in text and "{" not in text  # probe metrics as a table, not dicts
+    assert "the probe predicts 1 - pass rate" in text
+    figures = report["pacing"]["figures"]
+    assert figures["spearman_batch_difficulty"] > 0.9
+    above = int((cur.difficulty[cur.keep] > 1).sum())
+    assert report["difficulty_scale"]["kept_above_1"] == above
+
+
+def test_report_with_ground_truth_adds_true_levels(tmp_path, pool, probes):
+    X, _, difficulty, _ = pool
+    cur = curriculum_from_features(X, difficulty_probe=probes[0], quality_probe=probes[1], n_clusters=4, batch_size=16)
+    rows = [{"id": f"p{i}", "prompt": "q"} for i in range(X.shape[0])]
+    (tmp_path / "gt.jsonl").write_text("".join(
+        json.dumps({"id": f"p{i}", "level": None if i == 0 else int(d > np.median(difficulty)) + 1}) + "\n"
+        for i, d in enumerate(difficulty)))
+    levels = true_levels(rows, tmp_path / "gt.jsonl")
+    assert np.isnan(levels[0]) and set(levels[1:]) == {1.0, 2.0}
+    paths = write_report(cur, tmp_path / "r", levels)
+    report = json.loads(paths["json"].read_text())
+    quarters = report["pacing"]["figures"]["level_by_quarter"]
+    assert quarters[0] < quarters[-1]
+    assert "mean true level by quarter" in paths["markdown"].read_text()
+    assert all("mean_true_level" in b for b in report["batches"])
+
+
+def test_pacing_defaults_and_overrides(pool, probes):
+    X = pool[0]
+    paced = curriculum_from_features(X, difficulty_probe=probes[0], n_clusters=4)
+    assert paced.sampler().pacing.stages == DEFAULT_STAGES == 5
+    assert curriculum_from_features(X, n_clusters=4).sampler().pacing.stages == 1  # nothing to pace by
+    with pytest.raises(ValueError, match=r"pacing \(stages=3\) orders prompts by difficulty"):
+        curriculum_from_features(X, n_clusters=4, stages=3)
+    run = curriculum_from_features(X, difficulty_probe=probes[0], n_clusters=4, num_steps=7, competence="sqrt")
+    assert run.sampler().pacing.describe() == {"num_steps": 7, "competence": "sqrt", "initial_competence": 0.01}
+    # overriding one pacing setting replaces the saved pacing as a whole
+    assert paced.sampler(num_steps=7).pacing.num_steps == 7
+    assert run.sampler(stages=2).pacing.describe() == {"stages": 2}
+    assert paced.sampler(stages=1).order() != paced.order()
+
+
+def test_curriculum_saved_before_pacing_keeps_its_order(tmp_path, pool, probes):
+    cur = curriculum_from_features(pool[0], difficulty_probe=probes[0], n_clusters=4, stages=1)
+    old = {k: v for k, v in cur.sampler_kwargs.items() if k not in ("stages", "num_steps", "competence", "initial_competence")}
+    legacy = Curriculum(cur.keep, cur.difficulty, cur.quality, cur.clusters, old, cur.provenance)
+    legacy.save(tmp_path / "c")
+    assert Curriculum.load(tmp_path / "c").order() == cur.order()
 
 
 def test_load_rows_and_align_labels_errors(tmp_path):

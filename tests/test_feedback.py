@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from saerl_zoo.feedback import OnlineFeedback, TrainerSampler, gather
+from saerl_zoo.pacing import Pacing
 from saerl_zoo.sampler import SaeRLSampler, _epoch_batches
 
 
@@ -60,6 +61,9 @@ def test_without_feedback_update_is_a_no_op_and_state_is_unchanged():
         dict(difficulty=None),
         dict(num_replicas=2, rank=1),
         dict(drop_last=True),
+        dict(stages=3),
+        dict(num_steps=5),
+        dict(num_steps=50, competence="sqrt", num_replicas=2, rank=0),
     ],
 )
 def test_feedback_before_any_update_is_the_offline_order(kw):
@@ -157,16 +161,18 @@ def test_update_before_the_epoch_starts_replans_it_from_the_estimates():
     assert s.global_batches() == [b.tolist() for b in expected]
 
 
-def test_next_epoch_is_planned_from_the_estimates():
+@pytest.mark.parametrize("pacing", [Pacing(), Pacing(stages=3), Pacing(num_steps=6)], ids=str)
+def test_next_epoch_is_planned_from_the_estimates(pacing):
     fb = OnlineFeedback()
-    s = make_sampler(fb)
+    s = make_sampler(fb, stages=pacing.stages, num_steps=pacing.num_steps)
     served = list(islice(iter(s), 8))
     s.update(served, rewards_for(served))
     s.set_epoch(1)
     clusters, _, keep = make_inputs()
-    expected = _epoch_batches(np.flatnonzero(keep), clusters, fb.estimates(s), 4, 0.25, True, 3, 1)
+    # stages and competence are cut from the corrected difficulties
+    expected = _epoch_batches(np.flatnonzero(keep), clusters, fb.estimates(s), 4, 0.25, True, 3, 1, pacing)
     assert s.global_batches() == [b.tolist() for b in expected]
-    offline = make_sampler()
+    offline = make_sampler(stages=pacing.stages, num_steps=pacing.num_steps)
     offline.set_epoch(1)
     assert s.global_batches() != offline.global_batches()
 
@@ -202,24 +208,25 @@ def test_next_epoch_follows_the_policys_pass_rates_better_than_the_probe():
 # ---------------------------------------------------------------- resume
 
 
+@pytest.mark.parametrize("pacing", [dict(), dict(stages=3), dict(num_steps=6)], ids=["unpaced", "stages", "competence"])
 @pytest.mark.parametrize("stop_step", [0, 2, 5])
-def test_resume_reproduces_the_uninterrupted_run_exactly(stop_step):
+def test_resume_reproduces_the_uninterrupted_run_exactly(stop_step, pacing):
     def run(steps, sampler, it, log):
         for step in steps:
             batch = list(islice(it, 4))
             log.append(batch)
             sampler.update(batch * 2, rewards_for(batch * 2, step))
 
-    uninterrupted = make_sampler(OnlineFeedback())
+    uninterrupted = make_sampler(OnlineFeedback(), **pacing)
     log_a: list = []
     run(range(9), uninterrupted, iter(uninterrupted), log_a)
 
-    first = make_sampler(OnlineFeedback())
+    first = make_sampler(OnlineFeedback(), **pacing)
     log_b: list = []
     it = iter(first)
     run(range(stop_step), first, it, log_b)
     state = roundtrip(first.state_dict())
-    resumed = make_sampler(OnlineFeedback())
+    resumed = make_sampler(OnlineFeedback(), **pacing)
     resumed.load_state_dict(state)
     run(range(stop_step, 9), resumed, iter(resumed), log_b)
     assert log_b == log_a
@@ -389,3 +396,33 @@ def test_two_gloo_ranks_keep_identical_state(tmp_path):
 def test_without_gathering_ranks_would_drift_apart(tmp_path):
     logs = _spawn(tmp_path, False)
     assert logs[0][-1]["state"]["feedback"] != logs[1][-1]["state"]["feedback"]
+
+
+@pytest.mark.parametrize("pacing", [Pacing(stages=3), Pacing(num_steps=20)], ids=str)
+def test_paced_update_mid_epoch_recuts_the_rest_by_the_estimates(pacing):
+    n = 200
+    clusters, difficulty, keep = make_inputs(n)
+    fb = OnlineFeedback(cluster_rate=1.0, prior_strength=1.0)
+    s = SaeRLSampler(n, batch_size=4, clusters=clusters, difficulty=difficulty, keep=keep, mixing=0, seed=3,
+                     stages=pacing.stages, num_steps=pacing.num_steps, feedback=fb)
+    before = s.global_batches()
+    it = iter(s)
+    served = list(islice(it, 12))  # three batches
+    # the policy solves everything of cluster 0 it sees: the cluster's unseen prompts get easier
+    s.update(served, [1.0 if clusters[i] == 0 else 0.0 for i in served])
+    assert fb.cluster_offsets()[0] < 0
+    after = s.global_batches()
+    assert after[:3] == before[:3] and after != before
+    assert sorted(i for b in after for i in b) == sorted(np.flatnonzero(keep).tolist())
+    expected = _epoch_batches(np.flatnonzero(keep), clusters, fb.estimates(s), 4, 0.0, True, 3, 0, pacing,
+                              [np.asarray(b) for b in before[:3]], replan=fb.n_updates)
+    assert after == [b.tolist() for b in expected]
+    assert served + list(it) == [i for b in after for i in b]  # the running iterator follows the new plan
+    estimate = fb.estimates(s)
+    if pacing.stages > 1:  # the rest's stages are quantiles of the corrected difficulty
+        from saerl_zoo.pacing import stage_cuts
+
+        starts = [0, *(c // 4 for c in stage_cuts(int(keep.sum()), 3, 4)), len(after)]
+        segments = [[i for b in after[max(a, 3):z] for i in b] for a, z in zip(starts[:-1], starts[1:])]
+        for easier, harder in zip(segments, segments[1:]):
+            assert estimate[easier].max() <= estimate[harder].min()

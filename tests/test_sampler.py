@@ -5,7 +5,20 @@ import numpy as np
 import pytest
 import torch
 
+from saerl_zoo.pacing import competence, stage_cuts
 from saerl_zoo.sampler import SaeRLSampler, quality_mask
+
+# every pacing design the invariants must hold for: unpaced, stages, competence
+# over a run shorter than the epoch, longer than it, and starting from nothing
+PACINGS = [
+    dict(),
+    dict(stages=3),
+    dict(stages=5),
+    dict(num_steps=6),
+    dict(num_steps=400, competence="sqrt"),
+    dict(num_steps=9, initial_competence=0.0),
+]
+PACING_IDS = ["unpaced", "stages3", "stages5", "competence6", "competence400sqrt", "competence9c0"]
 
 
 def make_inputs(n=111, n_clusters=4, seed=0, ties=False):
@@ -24,14 +37,15 @@ def cluster_batch_count(clusters, keep, G):
 # ---------------------------------------------------------------- coverage
 
 
+@pytest.mark.parametrize("pacing", PACINGS, ids=PACING_IDS)
 @pytest.mark.parametrize("mixing", [0.0, 0.3, 1.0])
 @pytest.mark.parametrize("rotate", [True, False])
 @pytest.mark.parametrize("batch_size", [1, 7, 16])
-def test_single_rank_visits_each_kept_prompt_once(mixing, rotate, batch_size):
+def test_single_rank_visits_each_kept_prompt_once(mixing, rotate, batch_size, pacing):
     clusters, difficulty, keep = make_inputs()
     s = SaeRLSampler(
         len(keep), batch_size=batch_size, clusters=clusters, difficulty=difficulty,
-        keep=keep, mixing=mixing, rotate=rotate, seed=3,
+        keep=keep, mixing=mixing, rotate=rotate, seed=3, **pacing,
     )
     order = list(s)
     assert sorted(order) == np.flatnonzero(keep).tolist()
@@ -42,9 +56,10 @@ def test_single_rank_visits_each_kept_prompt_once(mixing, rotate, batch_size):
     assert [i for b in batches for i in b] == order
 
 
+@pytest.mark.parametrize("pacing", PACINGS, ids=PACING_IDS)
 @pytest.mark.parametrize("num_replicas,batch_size", [(2, 5), (3, 4), (4, 8)])
 @pytest.mark.parametrize("mixing", [0.0, 0.25])
-def test_ranks_with_padding_cover_every_kept_prompt(num_replicas, batch_size, mixing):
+def test_ranks_with_padding_cover_every_kept_prompt(num_replicas, batch_size, mixing, pacing):
     clusters, difficulty, keep = make_inputs()
     kept = np.flatnonzero(keep)
     G = num_replicas * batch_size
@@ -52,7 +67,7 @@ def test_ranks_with_padding_cover_every_kept_prompt(num_replicas, batch_size, mi
     shards = [
         list(SaeRLSampler(len(keep), batch_size=batch_size, clusters=clusters,
                           difficulty=difficulty, keep=keep, mixing=mixing,
-                          num_replicas=num_replicas, rank=r, seed=1))
+                          num_replicas=num_replicas, rank=r, seed=1, **pacing))
         for r in range(num_replicas)
     ]
     lengths = {len(shard) for shard in shards}
@@ -64,19 +79,20 @@ def test_ranks_with_padding_cover_every_kept_prompt(num_replicas, batch_size, mi
     assert 0 < padded < G
     order = [i for b in SaeRLSampler(len(keep), batch_size=batch_size, clusters=clusters,
                                      difficulty=difficulty, keep=keep, mixing=mixing,
-                                     num_replicas=num_replicas, seed=1).global_batches() for i in b]
+                                     num_replicas=num_replicas, seed=1, **pacing).global_batches() for i in b]
     expected = Counter(order) + Counter(order[:padded])
     assert Counter(union) == expected
 
 
+@pytest.mark.parametrize("pacing", PACINGS, ids=PACING_IDS)
 @pytest.mark.parametrize("num_replicas,batch_size", [(2, 5), (3, 4)])
-def test_ranks_with_drop_last_are_disjoint_and_drop_only_the_short_batch(num_replicas, batch_size):
+def test_ranks_with_drop_last_are_disjoint_and_drop_only_the_short_batch(num_replicas, batch_size, pacing):
     clusters, difficulty, keep = make_inputs()
     kept = np.flatnonzero(keep)
     G = num_replicas * batch_size
     samplers = [
         SaeRLSampler(len(keep), batch_size=batch_size, clusters=clusters, difficulty=difficulty,
-                     keep=keep, num_replicas=num_replicas, rank=r, drop_last=True)
+                     keep=keep, num_replicas=num_replicas, rank=r, drop_last=True, **pacing)
         for r in range(num_replicas)
     ]
     shards = [list(s) for s in samplers]
@@ -104,13 +120,14 @@ def test_single_rank_never_pads():
     assert len(list(s)) == len(s) == 8
 
 
+@pytest.mark.parametrize("pacing", PACINGS, ids=PACING_IDS)
 @pytest.mark.parametrize("num_replicas", [2, 3])
-def test_rank_shards_partition_each_global_batch(num_replicas):
+def test_rank_shards_partition_each_global_batch(num_replicas, pacing):
     clusters, difficulty, keep = make_inputs(n=200)
     batch_size = 6
     samplers = [
         SaeRLSampler(len(keep), batch_size=batch_size, clusters=clusters, difficulty=difficulty,
-                     keep=keep, num_replicas=num_replicas, rank=r, drop_last=True, seed=5)
+                     keep=keep, num_replicas=num_replicas, rank=r, drop_last=True, seed=5, **pacing)
         for r in range(num_replicas)
     ]
     orders = [s.order() for s in samplers]
@@ -124,13 +141,15 @@ def test_rank_shards_partition_each_global_batch(num_replicas):
 # ---------------------------------------------------------------- filtering
 
 
-def test_filtered_prompts_never_appear_on_any_rank():
+@pytest.mark.parametrize("pacing", PACINGS, ids=PACING_IDS)
+def test_filtered_prompts_never_appear_on_any_rank(pacing):
     clusters, difficulty, keep = make_inputs(n=150)
+    difficulty[~keep] = -1.0  # filtered prompts are the easiest: pacing must still skip them
     dropped = set(np.flatnonzero(~keep).tolist())
     assert dropped
     for rank in range(3):
         s = SaeRLSampler(len(keep), batch_size=4, clusters=clusters, difficulty=difficulty,
-                         keep=keep, mixing=0.5, num_replicas=3, rank=rank)
+                         keep=keep, mixing=0.5, num_replicas=3, rank=rank, **pacing)
         assert not dropped & set(s)
 
 
@@ -217,9 +236,10 @@ def test_mixing_touches_only_pair_tails(mixing, G):
     assert swapped > 0, "mixing should move items across the pair"
 
 
-def test_mixing_one_is_a_uniform_permutation_not_the_curriculum():
+@pytest.mark.parametrize("pacing", PACINGS, ids=PACING_IDS)
+def test_mixing_one_is_a_uniform_permutation_not_the_curriculum(pacing):
     clusters, difficulty, keep = make_inputs(n=200)
-    kw = dict(batch_size=8, clusters=clusters, difficulty=difficulty, keep=keep, seed=0)
+    kw = dict(batch_size=8, clusters=clusters, difficulty=difficulty, keep=keep, seed=0, **pacing)
     vanilla = SaeRLSampler(len(keep), mixing=1, **kw)
     curriculum = SaeRLSampler(len(keep), mixing=0, **kw)
     assert sorted(vanilla.order()) == sorted(curriculum.order())
@@ -231,10 +251,11 @@ def test_mixing_one_is_a_uniform_permutation_not_the_curriculum():
     assert plain.order() == vanilla.order()
 
 
-def test_mixing_one_positions_are_roughly_uniform():
+@pytest.mark.parametrize("pacing", [dict(), dict(stages=4), dict(num_steps=3)], ids=["unpaced", "stages", "competence"])
+def test_mixing_one_positions_are_roughly_uniform(pacing):
     n, hits = 20, np.zeros((20, 20))
     difficulty = np.arange(n, dtype=float)
-    s = SaeRLSampler(n, batch_size=4, difficulty=difficulty, mixing=1)
+    s = SaeRLSampler(n, batch_size=4, difficulty=difficulty, mixing=1, **pacing)
     for epoch in range(2000):
         s.set_epoch(epoch)
         hits[np.arange(n), s.order()] += 1
@@ -305,12 +326,13 @@ def test_accepts_lists_numpy_and_tensors_alike():
 # ---------------------------------------------------------------- resume
 
 
+@pytest.mark.parametrize("pacing", PACINGS, ids=PACING_IDS)
 @pytest.mark.parametrize("num_replicas,rank", [(1, 0), (2, 1)])
 @pytest.mark.parametrize("stop", [0, 1, 17, 40])
-def test_resume_mid_epoch_yields_exactly_the_rest(num_replicas, rank, stop):
+def test_resume_mid_epoch_yields_exactly_the_rest(num_replicas, rank, stop, pacing):
     clusters, difficulty, keep = make_inputs()
     kw = dict(batch_size=4, clusters=clusters, difficulty=difficulty, keep=keep, mixing=0.25,
-              seed=9, num_replicas=num_replicas, rank=rank)
+              seed=9, num_replicas=num_replicas, rank=rank, **pacing)
     original = SaeRLSampler(len(keep), **kw)
     original.set_epoch(2)
     full = original.order()
@@ -352,11 +374,18 @@ def test_cursor_persists_across_interrupted_iteration_and_resets_on_new_epoch():
         dict(difficulty_shift=1.0),
         dict(flip_keep=True),
         dict(relabel=True),
+        dict(stages=3),
+        dict(num_steps=10),
+        dict(num_steps=10, competence="sqrt", base_num_steps=10),
+        dict(num_steps=10, initial_competence=0.2, base_num_steps=10),
     ],
 )
 def test_fingerprint_mismatch_raises(change):
     clusters, difficulty, keep = make_inputs()
     base = dict(batch_size=4, clusters=clusters, difficulty=difficulty, keep=keep, mixing=0.25)
+    change = dict(change)
+    if "base_num_steps" in change:
+        base["num_steps"] = change.pop("base_num_steps")
     saved = SaeRLSampler(len(keep), **base)
     list(islice(iter(saved), 3))
     state = saved.state_dict()
@@ -456,6 +485,14 @@ def test_quality_mask_rejects_nan():
         (dict(keep=[0, 1] * 5), "boolean"),
         (dict(keep=[False] * 10), "filters out all"),
         (dict(batch_size=11, drop_last=True), "drop_last"),
+        (dict(difficulty=np.arange(10.0), stages=0), "stages must be an int >= 1"),
+        (dict(difficulty=np.arange(10.0), stages=2.0), "stages must be an int"),
+        (dict(difficulty=np.arange(10.0), num_steps=0), "num_steps must be an int >= 1"),
+        (dict(difficulty=np.arange(10.0), stages=2, num_steps=5), "not both"),
+        (dict(difficulty=np.arange(10.0), num_steps=5, competence="cubic"), "competence must be one of"),
+        (dict(difficulty=np.arange(10.0), num_steps=5, initial_competence=1.5), "initial_competence"),
+        (dict(stages=2), r"pacing \(stages=2\) orders prompts by difficulty"),
+        (dict(num_steps=4), "orders prompts by difficulty"),
     ],
 )
 def test_bad_input_raises_a_clear_error(kwargs, match):
@@ -474,3 +511,120 @@ def test_works_with_a_dataloader():
     s = SaeRLSampler(10, batch_size=4, difficulty=np.arange(10.0), mixing=0)
     loader = torch.utils.data.DataLoader(list(range(10)), batch_size=4, sampler=s)
     assert [b.tolist() for b in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+# ---------------------------------------------------------------- pacing
+
+
+def test_one_stage_reproduces_the_unpaced_order_bit_for_bit():
+    """stages=1 against orders the sampler gave at b8dcc69, before pacing existed.
+
+    tests/data/sampler_orders_b8dcc69.json was written at that commit from
+    make_inputs(n, n_clusters, seed=0, ties) for each case's settings (seed 7).
+    """
+    import json
+    from pathlib import Path
+
+    cases = json.loads((Path(__file__).parent / "data" / "sampler_orders_b8dcc69.json").read_text())["cases"]
+    assert len(cases) == 48
+    for case in cases:
+        clusters, difficulty, keep = make_inputs(case["n"], case["n_clusters"], 0, case["ties"])
+        s = SaeRLSampler(case["n"], batch_size=case["batch_size"], clusters=clusters, difficulty=difficulty, keep=keep,
+                         mixing=case["mixing"], rotate=case["rotate"], seed=7, num_replicas=case["num_replicas"], stages=1)
+        s.set_epoch(case["epoch"])
+        assert s.global_batches() == case["batches"], case
+
+
+@pytest.mark.parametrize("stages", [2, 3, 5])
+@pytest.mark.parametrize("ties", [False, True])
+def test_stages_are_difficulty_quantiles_served_in_ascending_order(stages, ties):
+    clusters, difficulty, keep = make_inputs(n=300, n_clusters=5, ties=ties)
+    G = 8
+    s = SaeRLSampler(len(keep), batch_size=G, clusters=clusters, difficulty=difficulty, keep=keep, mixing=0,
+                     stages=stages, seed=2)
+    batches = s.global_batches()
+    kept = np.flatnonzero(keep)
+    cuts = stage_cuts(len(kept), stages, G)
+    assert len(cuts) == stages - 1 and all(cut % G == 0 for cut in cuts)
+    assert all(len(b) == G for b in batches[:-1])
+    starts = [0, *(cut // G for cut in cuts), len(batches)]
+    served = [[i for b in batches[a:z] for i in b] for a, z in zip(starts[:-1], starts[1:])]
+    for easier, harder in zip(served, served[1:]):
+        assert difficulty[easier].max() <= difficulty[harder].min()
+    ranked = kept[np.argsort(difficulty[kept], kind="stable")]
+    assert [sorted(stage) for stage in served] == [sorted(x) for x in np.split(ranked, cuts)]
+
+
+def test_inside_a_stage_clusters_batch_easy_to_hard_and_rotate():
+    # two stages of 24; each holds clusters 0 and 1 (12 each): 3 pure batches per cluster, alternating
+    clusters = np.tile(np.repeat([0, 1], 12), 2)
+    difficulty = np.concatenate([np.arange(24.0), np.arange(24.0) + 100])
+    s = SaeRLSampler(48, batch_size=4, clusters=clusters, difficulty=difficulty, mixing=0, stages=2, seed=1)
+    labels = [set(lab) for lab in s.batch_clusters()]
+    assert all(len(lab) == 1 for lab in labels)
+    firsts = [lab.pop() for lab in labels]
+    for stage in (firsts[:6], firsts[6:]):
+        assert stage[0::2] == [stage[0]] * 3 and stage[1::2] == [1 - stage[0]] * 3
+    for batch in s.global_batches():
+        assert batch == sorted(batch, key=lambda i: difficulty[i])
+
+
+def test_more_stages_than_batches_gives_one_stage_per_batch():
+    difficulty = np.arange(10.0)[::-1]
+    s = SaeRLSampler(10, batch_size=4, difficulty=difficulty, mixing=0, stages=8)
+    assert stage_cuts(10, 8, 4) == [4, 8]
+    assert s.global_batches() == [[9, 8, 7, 6], [5, 4, 3, 2], [1, 0]]
+
+
+@pytest.mark.parametrize("schedule", ["linear", "sqrt"])
+@pytest.mark.parametrize("num_steps", [5, 12, 200])
+@pytest.mark.parametrize("initial", [0.0, 0.01, 0.3])
+def test_competence_batch_t_holds_only_the_easiest_c_t(schedule, num_steps, initial):
+    clusters, difficulty, keep = make_inputs(n=300, n_clusters=5)
+    G = 8
+    s = SaeRLSampler(len(keep), batch_size=G, clusters=clusters, difficulty=difficulty, keep=keep, mixing=0.25,
+                     num_steps=num_steps, competence=schedule, initial_competence=initial, seed=4)
+    batches = s.global_batches()
+    kept = np.flatnonzero(keep)
+    horizon = min(num_steps, len(batches))
+    rank = np.empty(len(keep), dtype=np.int64)
+    rank[kept[np.argsort(difficulty[kept], kind="stable")]] = np.arange(len(kept))
+    served = 0
+    for t, batch in enumerate(batches):
+        allowed = max(np.ceil(competence(t, horizon, schedule, initial) * len(kept) - 1e-9), served + len(batch))
+        assert rank[batch].max() < allowed, f"batch {t} reaches past the easiest {allowed}"
+        served += len(batch)
+    assert competence(horizon - 1, horizon, schedule, initial) == 1.0
+    assert competence(horizon - 2, horizon, schedule, initial) < 1.0 or horizon == 1
+
+
+def test_competence_half_a_run_serves_only_the_easier_half_and_the_run_sweeps_the_pool():
+    clusters, difficulty, keep = make_inputs(n=1200, n_clusters=6)
+    kept = np.flatnonzero(keep)
+    num_steps = 40  # 320 prompts of ~960: a run much shorter than the epoch
+    s = SaeRLSampler(len(keep), batch_size=8, clusters=clusters, difficulty=difficulty, keep=keep, mixing=0.1,
+                     num_steps=num_steps, initial_competence=0.0, seed=0)
+    run = s.global_batches()[:num_steps]
+    median = np.sort(difficulty[kept])[len(kept) // 2 - 1]
+    first_half = [i for b in run[: num_steps // 2] for i in b]
+    assert difficulty[first_half].max() <= median
+    last_quarter = [i for b in run[3 * num_steps // 4 :] for i in b]
+    hardest_tenth = np.sort(difficulty[kept])[int(0.9 * len(kept))]
+    assert (difficulty[last_quarter] >= hardest_tenth).sum() >= 2, "the run's end must reach the hardest prompts"
+    batch_means = [difficulty[b].mean() for b in run]
+    assert np.corrcoef(np.arange(num_steps), batch_means)[0, 1] > 0.6
+
+
+def test_competence_keeps_cluster_coherent_batches_and_mixes_inside_the_allowed_pool():
+    clusters, difficulty, keep = make_inputs(n=1200, n_clusters=6)
+    G = 8
+    pure = SaeRLSampler(len(keep), batch_size=G, clusters=clusters, difficulty=difficulty, keep=keep, mixing=0,
+                        num_steps=60, seed=0)
+    dominant = [np.bincount(lab).max() for lab in pure.batch_clusters()[:60]]
+    assert np.mean([d == G for d in dominant]) > 0.9
+    mixed = SaeRLSampler(len(keep), batch_size=G, clusters=clusters, difficulty=difficulty, keep=keep, mixing=0.25,
+                         num_steps=60, seed=0)
+    dominant = [np.bincount(lab).max() for lab in mixed.batch_clusters()[:60]]
+    assert min(dominant) >= G - 2 and np.mean([d < G for d in dominant]) > 0.3
+    firsts = [np.bincount(lab).argmax() for lab in mixed.batch_clusters()[:60]]
+    assert len(set(firsts[:12])) >= 4, "the rotation spreads consecutive batches over clusters"
