@@ -263,10 +263,14 @@ def write_ordered_dataset(rows: Sequence[dict[str, Any]], curriculum: Curriculum
 
 
 def true_levels(rows: Sequence[dict[str, Any]], ground_truth: str | os.PathLike[str], field: str = "level") -> np.ndarray:
-    """One ground-truth difficulty per row (``nan`` where a prompt has none), for measuring an order only."""
+    """One ground-truth difficulty per row (``nan`` where a prompt has none), for measuring an order only.
+
+    A ground-truth row whose level is null (off-topic text has no level) or that lacks the field counts as none.
+    """
     from saerl_zoo.data import align_labels, load_rows
 
-    index, values = align_labels(list(rows), load_rows(ground_truth, prompt_field=None), field)
+    truth = load_rows(ground_truth, prompt_field=None)
+    index, values = align_labels(list(rows), truth.subset([i for i, r in enumerate(truth) if r.get(field) is not None]), field)
     levels = np.full(len(rows), np.nan)
     levels[index] = values
     return levels
@@ -330,7 +334,7 @@ def _rolling(values: Sequence[float], width: int) -> np.ndarray:
     """Centred moving average that shrinks its window at the ends (no padding artefacts)."""
     values = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(values)
-    kernel = np.ones(width)
+    kernel = np.ones(max(1, min(width, len(values))))  # a window longer than the series would lengthen the output
     total = np.convolve(np.where(ok, values, 0.0), kernel, mode="same")
     count = np.convolve(ok.astype(np.float64), kernel, mode="same")
     return np.divide(total, count, out=np.full(len(values), np.nan), where=count > 0)

@@ -25,6 +25,11 @@ class Rows(list):
         self.path = Path(path)
         self.lines = list(lines)
 
+    def subset(self, indices: Iterable[int]) -> Rows:
+        """The rows at `indices`, still naming their own lines."""
+        indices = list(indices)
+        return Rows([self[i] for i in indices], self.path, [self.lines[i] for i in indices])
+
 
 def where(rows: Sequence[Any], i: int, what: str = "row") -> str:
     """`file:line` of row `i` when `rows` came from `load_rows`, else `<what> N` counted from 1 like a line."""
