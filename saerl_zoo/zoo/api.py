@@ -177,6 +177,14 @@ def load_sae(
     `for_model` at the stitch's layer and maps its activations into the host's
     residual stream before encoding (it works with `featurize` as any SAE).
     """
+    from saerl_zoo.hooks import attach
+
+    return attach(_load_sae(name_or_path, subfolder=subfolder, revision=revision, sae_id=sae_id, verify=verify, device=device, dtype=dtype,
+                            force_download=force_download, catalog=catalog, for_model=for_model))
+
+
+def _load_sae(name_or_path: Any, *, subfolder: str | None, revision: str | None, sae_id: str | None, verify: bool, device: str,
+              dtype: str | None, force_download: bool, catalog: Catalog | None, for_model: str | None) -> Any:
     from saerl_zoo.zoo import formats
 
     if _is_sae(name_or_path) or _is_stitched(name_or_path):
