@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from saerl_zoo.hooks import HookError, HookPoint, HookSpec, bind, capture, decoder_layers, resolve, sae_input
+from saerl_zoo.hooks import HookPoint, block_output_layer, HookSpec, bind, capture, decoder_layers, resolve, sae_input
 from saerl_zoo.storage import load_csr, read_json, save_csr, write_json
 
 Pooling = Literal["mean", "max"]
@@ -39,11 +39,8 @@ _ENCODE_CHUNK_ELEMENTS = 1 << 24  # tokens × d_sae per SAE encode call: 64 MB o
 
 
 def resolve_layer(model: torch.nn.Module, sae: Any, layer: int | None) -> int:
-    """The decoder block the SAE reads (its hook decides; `layer` may only repeat it); refuses an SAE outside the blocks."""
-    point = resolve(model, sae, layer)
-    if point.layer is None:
-        raise HookError(f"hook {point.spec.hook}: reads no decoder block")
-    return point.layer
+    """The decoder block whose output the SAE reads (its hook decides; `layer` may only repeat it); refuses any other tensor."""
+    return block_output_layer(resolve(model, sae, layer))
 
 
 def _check_prompts(prompts: Sequence[Any]) -> list[str]:

@@ -70,6 +70,7 @@ class HookPoint:
     n_blocks: int
     module: torch.nn.Module = dataclasses.field(compare=False, repr=False)
     heads: int | None = None  # hook_z: the number of heads the width splits into
+    block: int | None = None  # the index of the hooked module when it is a decoder block itself
 
     @property
     def layer(self) -> int | None:
@@ -264,8 +265,9 @@ def bind(spec: HookSpec, model: torch.nn.Module) -> HookPoint:
         if found is None:
             raise HookError(f"hook {spec.hook}: the model ({type(model).__name__}) has no module of that name")
         name, module = found
-        width = hidden if any(module is b for b in blocks) else None
-        return HookPoint(spec, name, "input" if spec.site == "module_in" else "output", width, n_blocks, module)
+        block = next((i for i, b in enumerate(blocks) if b is module), None)
+        width = hidden if block is not None else None
+        return HookPoint(spec, name, "input" if spec.site == "module_in" else "output", width, n_blocks, module, block=block)
     if spec.site in ("resid_pre", "resid_post") and not spec.center:  # a block's own input / output: no table needed
         site, layer, read = spec.site, spec.layer, "output"
         layout = None
@@ -286,9 +288,9 @@ def bind(spec: HookSpec, model: torch.nn.Module) -> HookPoint:
     block = blocks[layer]
     block_name = _module_name(model, block)
     if site == "resid_post":
-        return HookPoint(spec, block_name, "output", hidden, n_blocks, block)
+        return HookPoint(spec, block_name, "output", hidden, n_blocks, block, block=layer)
     if site == "resid_pre" or (site == "mlp_in" and layout is not None and layout.parallel):
-        return HookPoint(spec, block_name, "input", hidden, n_blocks, block)
+        return HookPoint(spec, block_name, "input", hidden, n_blocks, block, block=layer)
     assert layout is not None
     if site in ("resid_mid", "mlp_in"):
         if layout.mlp_norm is None:
@@ -335,6 +337,17 @@ def resolve(model: torch.nn.Module, sae: Any, layer: int | None = None) -> HookP
         raise HookError(f"hook {spec.hook}: the hooked tensor ({point.module_name} {point.read}) is {point.width} wide "
                         f"but the SAE's d_in is {d_in}")
     return point
+
+
+def block_output_layer(point: HookPoint) -> int:
+    """The decoder block whose output (the residual stream after it) `point` reads; `HookError` for any other tensor.
+
+    For readers that only handle the residual stream between blocks (stitches across models, raw-activation baselines).
+    """
+    if point.read == "output" and point.block is not None and not point.spec.center:
+        return point.block
+    raise HookError(f"hook {point.spec.hook}: reads {point.module_name} ({point.read}{', centred' if point.spec.center else ''}), "
+                    "not the residual stream after a decoder block, which is all this reader handles")
 
 
 # --------------------------------------------------------------------------- reading
