@@ -431,3 +431,72 @@ def test_width_mismatch_is_refused_before_any_forward(tok):
     finally:
         handle.remove()
     assert ran == []
+
+
+def test_cli_layer_errors_are_one_line(tmp_path, tok):
+    from click.testing import CliRunner
+
+    from saerl_zoo.cli import main
+
+    tiny("llama", tok).save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    make_sae(32, "blocks.1.hook_mlp_out").save_model(tmp_path / "sae")
+    (tmp_path / "p.jsonl").write_text(json.dumps({"id": "a", "prompt": "What is 2 + 3?"}) + "\n")
+    base = ["featurize", "--prompts", str(tmp_path / "p.jsonl"), "--model", str(tmp_path / "model"), "--sae", str(tmp_path / "sae")]
+    for layer, message in (("2", "Error: layer 2 disagrees with the SAE's hook blocks.1.hook_mlp_out (block 1); the SAE's hook decides: drop the layer"),
+                           ("-1", "Error: layer -1 is out of range: the model has 3 decoder blocks (0..2)")):
+        result = CliRunner().invoke(main, [*base, "--out", str(tmp_path / f"x{layer}.safetensors"), "--layer", layer])
+        assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == message, result.output
+        assert not (tmp_path / f"x{layer}.safetensors").exists()
+
+
+# --------------------------------------------------------------------------- the other readers use the same point
+
+
+def test_verify_reads_the_catalog_site_as_featurize_does(tmp_path, tok):
+    from saerl_zoo.zoo.api import reference_activations
+    from saerl_zoo.zoo.registry import Catalog
+
+    model = tiny("llama", tok)
+    folder = save_sae(make_sae(32, "model.layers.1"), tmp_path / "sae")
+    entry = local_sae_entry(folder, "test/tiny", hash_folder(folder))
+    entry["hook"] = {"module": "model.layers.1.mlp", "site": "mlp_out", "layer": 1}
+    entry["sae"]["d_sae"] = 48
+    catalog = Catalog.load([write_catalog(tmp_path / "catalog.yaml", [entry])], builtin=False, use_env=False, fetch_hub=False)
+    sae = load_sae("test/sae", catalog=catalog)
+    got = reference_activations(model, tok, catalog.get("test/sae"), sae, texts=tuple(PROMPTS))
+    want = torch.cat([a[1:] for a in hf_tensor(model, tok, "model.layers.1.mlp", "output")])
+    torch.testing.assert_close(got, want)
+
+
+def test_distributed_featurize_reads_the_same_point(tmp_path, tok):
+    from saerl_zoo.distributed import featurize_distributed
+
+    model, sae = tiny("gpt2", tok), make_sae(32, "blocks.1.hook_attn_out")
+    got = featurize_distributed(PROMPTS, model, tok, sae, cache_dir=tmp_path, shard_size=2, rank=0, world_size=1, progress=False)
+    np.testing.assert_allclose(got.toarray(), tl_route("gpt2", tok, "blocks.1.hook_attn_out", sae), rtol=1e-5, atol=1e-5)
+
+
+def test_residual_only_readers_refuse_other_sites(tok):
+    """Stitches and raw-activation baselines map the residual stream after a block; an mlp_out or resid_pre SAE is refused."""
+    from saerl_zoo.featurizer import resolve_layer
+
+    model = tiny("llama", tok)
+    assert resolve_layer(model, make_sae(32, "blocks.1.hook_resid_post"), None) == 1
+    assert resolve_layer(model, make_sae(32, "model.layers.2"), None) == 2
+    for hook in ("blocks.1.hook_mlp_out", "blocks.2.hook_resid_pre", "hook_embed"):
+        with pytest.raises(HookError, match=f"^hook {hook}: reads .* not the residual stream after a decoder block"):
+            resolve_layer(model, make_sae(32, hook), None)
+
+
+def test_release_config_overrides_reach_the_hook(tmp_path, tok):
+    """sae-lens applies a release's config_overrides (gpt2-small-res-jb: center_writing_weights) when it builds the SAE; so does load_sae."""
+    from saerl_zoo.hooks import spec_of
+    from saerl_zoo.zoo.formats import load_sae_lens_folder
+
+    folder = save_sae(make_sae(32, "blocks.1.hook_resid_post"), tmp_path / "sae")
+    plain = load_sae_lens_folder(folder)
+    centred = load_sae_lens_folder(folder, overrides={"model_from_pretrained_kwargs": {"center_writing_weights": True}})
+    assert not spec_of(plain).center and spec_of(centred).center
+    model = tiny("gpt2", tok)
+    np.testing.assert_allclose(feats(model, tok, centred), tl_route("gpt2", tok, "blocks.1.hook_resid_post", centred, center=True), rtol=1e-5, atol=1e-5)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -62,14 +63,19 @@ def load_sae_lens_folder(folder: Path, device: str = "cpu", dtype: str | None = 
     """A sae-lens folder as sae-lens loads it: `overrides` are a registry release's `config_overrides`
     (applied to cfg.json before the SAE is built, as `SAE.from_pretrained` does), and a saved
     `activation_scaler.json` scaling factor is folded into the weights, as sae-lens's trainer folds it."""
-    from sae_lens import SAE
+    from sae_lens import SAE, SAEConfig
     from sae_lens.loading.pretrained_sae_loaders import sae_lens_disk_loader
 
     for name in SAE_LENS_FILES:
         safe_join(folder, name)
 
     def converter(path: Any, device: str, cfg_overrides: dict[str, Any] | None = None) -> Any:
-        return sae_lens_disk_loader(path, device, cfg_overrides={**(cfg_overrides or {}), **(overrides or {})})
+        cfg_dict, state = sae_lens_disk_loader(path, device, cfg_overrides={**(cfg_overrides or {}), **(overrides or {})})
+        meta = cfg_dict.get("metadata")
+        if isinstance(meta, dict):  # a sae-lens >= 6 cfg.json keeps hook and model kwargs under "metadata": override them there
+            top = {f.name for f in dataclasses.fields(SAEConfig)}
+            meta.update({k: v for k, v in (overrides or {}).items() if k not in top})
+        return cfg_dict, state
 
     try:
         sae = SAE.load_from_disk(str(folder), device=device, dtype=dtype, converter=converter)
