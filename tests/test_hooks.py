@@ -32,7 +32,7 @@ from saerl_zoo.zoo.hub import hash_folder
 
 PROMPTS = ["What is 2 + 3?", "Sort 5, 1, 4.", "x"]
 TL_FAMILIES = ["gpt2", "neox", "llama", "mistral", "qwen2", "qwen3", "opt"]  # TransformerLens builds these offline
-OTHER_FAMILIES = ["gemma2", "gemma3", "falcon", "phi", "neox_seq", "falcon_seq"]
+OTHER_FAMILIES = ["gemma2", "gemma3", "falcon", "phi", "phi3", "neox_seq", "falcon_seq"]
 TL_HOOKS = ["hook_embed", "blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_mid", "blocks.1.hook_resid_post",
             "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.1.attn.hook_z"]
 PARALLEL = {"neox", "falcon", "phi"}  # attention and MLP read the same residual: no resid_mid
@@ -57,6 +57,7 @@ def _config(name: str, vocab: int):
         "qwen3": lambda: llama_like(T.Qwen3Config, head_dim=16),  # z is 64 wide on a 32-wide residual
         "gemma2": lambda: llama_like(T.Gemma2Config, head_dim=8),
         "gemma3": lambda: llama_like(T.Gemma3TextConfig, head_dim=8),
+        "phi3": lambda: T.Phi3Config(intermediate_size=64, num_key_value_heads=2, **small, **common),
         "phi": lambda: T.PhiConfig(intermediate_size=64, partial_rotary_factor=0.5, **small, **common),
         "opt": lambda: T.OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=128,
                                    word_embed_proj_dim=32, **common),
