@@ -147,6 +147,9 @@ def _parse_sae(sae: Any) -> HookSpec | None:
                         "featurize cannot scale activations as in training")
     if not hook:
         return None
+    head = _meta_get(meta, "hook_head_index")
+    if head is not None:
+        raise HookError(f"hook {hook}: the SAE reads attention head {head} alone (hook_head_index); saerl-zoo reads whole tensors only")
     return parse_hook(str(hook), hook_site=_meta_get(meta, "hook_site"), model_kwargs=_meta_get(meta, "model_from_pretrained_kwargs"),
                       transcoder=is_transcoder(sae))
 

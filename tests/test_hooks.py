@@ -422,6 +422,11 @@ def test_unplaceable_hooks_are_refused_in_one_line(hook, message, tok):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_single_head_sae_is_refused(tok):
+    with pytest.raises(HookError, match=r"^hook blocks.1.attn.hook_z: the SAE reads attention head 2 alone \(hook_head_index\)"):
+        feats(tiny("llama", tok), tok, make_sae(32, "blocks.1.attn.hook_z", hook_head_index=2))
+
+
 def test_width_mismatch_is_refused_before_any_forward(tok):
     model = tiny("llama", tok)
     ran: list[int] = []
