@@ -66,6 +66,15 @@ def _config(name: str, vocab: int):
     }[name]()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny ops: one torch thread (on a shared machine a second OpenMP thread waiting for a core makes them many times slower)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="module")
 def tok():
     return make_char_tokenizer()
