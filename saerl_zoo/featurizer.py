@@ -254,7 +254,10 @@ def _featurize_shard(
     The shard is tokenised once (lengths for the sort and the ids of every
     batch come from the same call); batches are padded from those ids.
     """
-    enc = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True, return_attention_mask=False)
+    # An SAE trained with sae-lens's prepend_bos=False saw sequences without BOS (which every later token attends to).
+    add_special = preprocessing.get("prepend_bos", True) is not False
+    enc = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True, return_attention_mask=False,
+                    add_special_tokens=add_special)
     ids, special = enc["input_ids"], enc["special_tokens_mask"]
     if preprocessing.get("special_tokens") == "keep":  # the artifact was trained with BOS & co. included
         special = [[0] * len(x) for x in ids]
@@ -354,6 +357,8 @@ class FeaturizeJob:
         sae = load_sae(sae, device=str(_model_device(model)))
         # A zoo entry states how it must be fed (context length, special and outlier tokens); honour it.
         preprocessing = dict(sae.cfg.metadata.get("zoo_preprocessing") or {})
+        if sae.cfg.metadata.get("prepend_bos") is False:
+            preprocessing["prepend_bos"] = False
         if preprocessing.get("context_length"):
             max_length = min(max_length, int(preprocessing["context_length"]))
         point = resolve(model, sae, layer)
@@ -363,7 +368,7 @@ class FeaturizeJob:
                   Path(cache_dir) if cache_dir is not None else None, preprocessing)
         if job.cache is not None:
             fingerprint = _fingerprint(prompts, model, tokenizer, sae, point, pooling, max_length, shard_size)
-            fingerprint["preprocessing"] = {k: preprocessing.get(k) for k in ("special_tokens", "outlier_norm_ratio")}
+            fingerprint["preprocessing"] = {k: preprocessing.get(k) for k in ("special_tokens", "outlier_norm_ratio", "prepend_bos")}
             _open_cache(job.cache, fingerprint)
         return job
 

@@ -404,6 +404,20 @@ def test_row_expected_average_only_in_without_a_scaling_factor_is_refused(tmp_pa
     np.testing.assert_allclose(feats(model, tok, load_sae(folder)), scaled, rtol=1e-5, atol=1e-5)
 
 
+def test_prepend_bos_false_is_honoured(tok):
+    """sae-lens's prepend_bos=False: the SAE saw sequences without BOS, which changes every later token's activations."""
+    model = tiny("llama", tok)
+    sae = make_sae(32, "blocks.1.hook_resid_post", prepend_bos=False)
+    ht = tl_model("llama", tok)
+    with torch.no_grad():
+        want = pooled(sae, [torch.cat([torch.zeros(1, 32), ht.run_with_cache(tok(p, return_tensors="pt", add_special_tokens=False)["input_ids"],
+                                                                             names_filter="blocks.1.hook_resid_post")[1]["blocks.1.hook_resid_post"][0]])
+                            for p in PROMPTS[:2]])  # (a dummy first row: `pooled` skips BOS)
+    got = featurize(PROMPTS[:2], model, tok, sae, progress=False).toarray()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got, feats(model, tok, make_sae(32, "blocks.1.hook_resid_post"))[:2], atol=1e-3)
+
+
 # --------------------------------------------------------------------------- refusals and --layer
 
 
