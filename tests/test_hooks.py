@@ -431,6 +431,10 @@ def test_layer_must_agree_with_the_sae_hook(tok):
         feats(model, tok, sae, layer=-1)
     with pytest.raises(ValueError, match=r"^layer 3 is out of range"):
         feats(model, tok, sae, layer=3)
+    from saerl_zoo.transfer.activations import collect_activations
+
+    with pytest.raises(ValueError, match=r"^layer -1 is out of range: the model has 3 decoder blocks \(0..2\)$"):
+        collect_activations(model, tok, PROMPTS, [-1], progress=False)
 
 
 @pytest.mark.parametrize("hook, message", [
