@@ -107,7 +107,7 @@ def parse_hook(hook: str, *, hook_site: str | None = None, model_kwargs: Mapping
     """
     kwargs = dict(model_kwargs or {})
     if transcoder:
-        raise HookError(f"hook {hook}: a transcoder reads the MLP input through TransformerLens's folded ln2; "
+        raise HookError(f"hook {hook}: a transcoder (it reads the MLP input and writes hook_name_out); "
                         "saerl-zoo does not read transcoder input sites, only SAEs")
     if hook.endswith("ln2.hook_normalized") or hook.endswith("ln1.hook_normalized"):
         raise HookError(f"hook {hook}: TransformerLens's normalised LayerNorm output depends on its weight folding (fold_ln); "
@@ -143,7 +143,7 @@ def _parse_sae(sae: Any) -> HookSpec | None:
     hook = _meta_get(meta, "hook_name")
     norm = getattr(cfg, "normalize_activations", "none")
     if norm in _UNFOLDED_NORMALIZATION:
-        raise HookError(f"hook {hook}: the SAE's cfg normalize_activations={norm!r} but {_UNFOLDED_NORMALIZATION[norm]}; "
+        raise HookError(f"hook {hook or '(none recorded)'}: the SAE's cfg normalize_activations={norm!r} but {_UNFOLDED_NORMALIZATION[norm]}; "
                         "featurize cannot scale activations as in training")
     if not hook:
         return None

@@ -358,7 +358,7 @@ def test_row_transcoder_is_refused(tok):
     cfg = JumpReLUTranscoderConfig(d_in=32, d_sae=48, d_out=32, apply_b_dec_to_input=False)
     cfg.metadata.hook_name = "blocks.1.ln2.hook_normalized"
     cfg.metadata.hook_name_out = "blocks.1.hook_mlp_out"
-    with pytest.raises(HookError, match=r"^hook blocks.1.ln2.hook_normalized: a transcoder reads the MLP input"):
+    with pytest.raises(HookError, match=r"^hook blocks.1.ln2.hook_normalized: a transcoder \(it reads the MLP input and writes hook_name_out\)"):
         feats(tiny("gemma2", tok), tok, JumpReLUTranscoder(cfg))
 
 
