@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +28,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from saerl_zoo.hooks import HookPoint, block_output_layer, HookSpec, bind, capture, decoder_layers, resolve, sae_input
+from saerl_zoo.hooks import HookPoint, HookSpec, bind, block_output_layer, capture, decoder_layers, resolve, sae_input
 from saerl_zoo.storage import load_csr, read_json, save_csr, write_json
 
 Pooling = Literal["mean", "max"]
