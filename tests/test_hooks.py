@@ -205,6 +205,42 @@ def test_featurize_equals_sae_lens_route(family, hook, tok):
     np.testing.assert_allclose(feats(model, tok, sae), tl_route(family, tok, hook, sae), rtol=1e-5, atol=1e-5)
 
 
+def _arch_sae(arch: str, norm: str, hook: str):
+    import sae_lens
+
+    torch.manual_seed(1)
+    extra = {"topk": {"k": 8}, "batchtopk": {"k": 8}}.get(arch, {})
+    names = {"standard": "StandardSAE", "topk": "TopKSAE", "jumprelu": "JumpReLUSAE", "gated": "GatedSAE"}
+    cfg = getattr(sae_lens, names[arch] + "Config")(d_in=32, d_sae=48, normalize_activations=norm, **extra)
+    cfg.metadata.hook_name = hook
+    sae = getattr(sae_lens, names[arch])(cfg)
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 1.0)
+    return sae
+
+
+@pytest.mark.parametrize("arch, norm", [("standard", "constant_norm_rescale"), ("topk", "layer_norm"), ("topk", "none"),
+                                        ("jumprelu", "none"), ("gated", "none")])
+def test_sae_architectures_and_runtime_normalisation_match_the_route(arch, norm, tok):
+    """Every encode step (input normalisation, b_dec, TopK / JumpReLU / gating) is the SAE's own: featurize's TopK fast path included."""
+    sae = _arch_sae(arch, norm, "blocks.1.hook_mlp_out")
+    got = feats(tiny("qwen2", tok), tok, sae)
+    np.testing.assert_allclose(got, tl_route("qwen2", tok, "blocks.1.hook_mlp_out", sae), rtol=1e-5, atol=1e-5)
+    assert got.any()
+
+
+def test_hook_mlp_in_is_transformer_lens_s(tok):
+    """TransformerLens's hook_mlp_in (when enabled) is the residual before the pre-MLP norm."""
+    for family in ("gpt2", "llama"):
+        ht = tl_model(family, tok)
+        ht.set_use_hook_mlp_in(True)
+        try:
+            sae = make_sae(32, "blocks.1.hook_mlp_in")
+            np.testing.assert_allclose(feats(tiny(family, tok), tok, sae), tl_route(family, tok, "blocks.1.hook_mlp_in", sae), rtol=1e-5, atol=1e-5)
+        finally:
+            ht.set_use_hook_mlp_in(False)
+
+
 @pytest.mark.parametrize("hook", ["hook_embed", "blocks.1.hook_resid_post", "blocks.1.hook_mlp_out", "blocks.1.hook_attn_out"])
 def test_center_writing_weights_is_reproduced(hook, tok):
     """gpt2-small-res-jb & co. were trained on TransformerLens with centred writing weights (a per-release config_override)."""
