@@ -166,6 +166,10 @@ def load_sae(
       through the Hugging Face cache (safetensors and JSON only);
     - sae-lens registry: `load_sae(release, sae_id=...)` or `"sae-lens:RELEASE/ID"`.
 
+    Whatever the route, the SAE's recorded hook is parsed once here and carried
+    on the SAE (`saerl_zoo.hooks.attach`): every reader places the same tensor,
+    and a hook that cannot be placed exactly is refused when read.
+
     `verify=True` (catalog entries) runs the fixed reference text through the
     host model and the SAE and raises `VerificationError` when L0 or explained
     variance are off the entry's metrics: a wrong hook, architecture or
