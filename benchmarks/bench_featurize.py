@@ -44,7 +44,8 @@ from benchmarks.common import (
     topk_sae,
     word_tokenizer,
 )
-from saerl_zoo.featurizer import _block_output, decoder_layers, featurize
+from saerl_zoo.featurizer import decoder_layers, featurize
+from saerl_zoo.hooks import capture, resolve
 
 NAME = "featurize"
 
@@ -119,8 +120,8 @@ def make_bare_forward(setup: dict[str, Any], prompts: list[str], pretokenized: b
     stream out: the limit for featurizing text); with `pretokenized` the padded
     batches are built beforehand and only the forward is timed.
     """
-    model, tok, layer, bs, ml = setup["model"], setup["tokenizer"], setup["layer"], setup["batch_size"], setup["max_length"]
-    block = decoder_layers(model)[layer]
+    model, tok, bs, ml = setup["model"], setup["tokenizer"], setup["batch_size"], setup["max_length"]
+    point = resolve(model, setup["sae"], setup["layer"])  # the very point featurize reads
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -143,7 +144,7 @@ def make_bare_forward(setup: dict[str, Any], prompts: list[str], pretokenized: b
     def run() -> None:
         with torch.inference_mode():
             for ids, mask in ready if ready is not None else batches():
-                _block_output(model, block, layer, ids, mask)
+                capture(model, point, ids, mask)
 
     return run
 

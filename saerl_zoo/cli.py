@@ -19,7 +19,7 @@ OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace the files an
 MODEL_OPTIONS = [
     click.option("--model", "model_path", help="HF causal LM (folder or Hub id). Default: the embedded tiny policy."),
     click.option("--sae", "sae_path", help="sae-lens SAE folder for that model. Default: the embedded SAE."),
-    click.option("--layer", type=int, help="Decoder block whose output the SAE reads. Default: from the SAE's hook name."),
+    click.option("--layer", type=int, help="Decoder block (from 0) whose output an SAE without a recorded hook reads; with a hook it may only repeat the SAE's block."),
     click.option("--gguf-file", help="Load --model from this GGUF file inside the folder."),
     click.option("--device", default="cpu", show_default=True),
     click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own code (off unless you ask)."),

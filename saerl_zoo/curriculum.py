@@ -21,7 +21,8 @@ import numpy as np
 
 from saerl_zoo.difficulty import DifficultyProbe
 from saerl_zoo.diversity import Clustering, cluster
-from saerl_zoo.featurizer import featurize, resolve_layer
+from saerl_zoo.featurizer import featurize
+from saerl_zoo.hooks import resolve
 from saerl_zoo.pacing import Pacing, competence, known_mean, pacing_figures, stage_cuts
 from saerl_zoo.probe import as_features
 from saerl_zoo.quality import QualityProbe
@@ -203,7 +204,7 @@ def build_curriculum(
     # refuse a pacing the scores cannot support before the costly featurize
     resolve_pacing(kwargs.get("difficulty_probe"), **{key: kwargs[key] for key in PACING_KEYS if key in kwargs})
     sae = load_sae(sae, device=str(next(model.parameters()).device))
-    layer = resolve_layer(model, sae, layer)
+    point = resolve(model, sae, layer)
     features, info = featurize(
         prompts,
         model,
@@ -224,8 +225,9 @@ def build_curriculum(
         # who scored the prompts, so a trainer can tell when another policy uses this order (scorer transfer)
         "scorer": scorer_record(model, sae, difficulty_probe=kwargs.get("difficulty_probe"),
                                 quality_probe=kwargs.get("quality_probe")),
-        "layer": layer,
+        "layer": point.layer,
         "sae_hook": sae.cfg.metadata.get("hook_name"),
+        "hook_point": point.describe(),
         "d_sae": int(sae.cfg.d_sae),
         "pooling": pooling,
         "featurize": dataclasses.asdict(info),  # tokens read per prompt, and how many prompts were cut to them

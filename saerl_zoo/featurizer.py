@@ -1,9 +1,9 @@
 """Prompts → one sparse SAE code per prompt.
 
-The residual stream is read with a forward hook on one decoder block, and the
-forward pass is stopped right there by raising from the hook: later blocks and
-the LM head would only cost time, and for a 1.5B model read at a middle layer
-they are half the compute. Each token's activation is encoded by the SAE and the
+The SAE's own hook point (`saerl_zoo.hooks`: a module, its input or output) is
+read with a hook, and the forward pass is stopped right there by raising from
+the hook: later modules and the LM head would only cost time, and for a 1.5B
+model read at a middle layer they are half the compute. Each token's activation is encoded by the SAE and the
 codes are pooled over the prompt's real tokens (padding and special tokens such
 as BOS are skipped: their outlier norms would dominate a mean).
 
@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -32,56 +31,22 @@ import torch
 from tqdm.auto import tqdm
 
 from saerl_zoo.errors import numbered_prompts
+from saerl_zoo.hooks import HookPoint, HookSpec, bind, block_output_layer, capture, decoder_layers, resolve, sae_input
 from saerl_zoo.storage import load_csr, read_json, read_metadata, save_csr, write_json
 
 Pooling = Literal["mean", "max"]
 POOLINGS: tuple[str, ...] = ("mean", "max")
-CACHE_VERSION = 2  # 2: max_length is capped at the model's context, and each shard records how many prompts it cut
+# 3: keyed by the resolved hook point, not a block number; max_length is capped at the model's context,
+# and each shard records how many prompts it cut
+CACHE_VERSION = 3
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")
 _NO_LIMIT = 10**7  # transformers writes 1e30 as a tokenizer's model_max_length when it knows none
 _ENCODE_CHUNK_ELEMENTS = 1 << 24  # tokens × d_sae per SAE encode call: 64 MB of float32 codes
 
 
-class _StopForward(Exception):
-    """Raised by the capture hook to end the forward pass after the hooked block."""
-
-
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """Find the stack of decoder blocks of any HF causal LM.
-
-    Architectures name it differently (`model.layers`, `transformer.h`, ...), but
-    it is always a ModuleList as long as the config's layer count.
-    """
-    config = getattr(model, "config", None)
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    n_layers = getattr(text_config, "num_hidden_layers", None)
-    for _, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) > 0 and (n_layers is None or len(module) == n_layers):
-            return module
-    raise ValueError(f"could not find the decoder blocks of {type(model).__name__}")
-
-
-def layer_from_hook_name(hook_name: str | None) -> int | None:
-    """Read the block index from an SAE hook name (`model.layers.6`, `blocks.6.hook_resid_post`)."""
-    if not hook_name:
-        return None
-    match = re.search(r"(?:layers|h|blocks|layer)\.(\d+)", hook_name)
-    if match is None:
-        return None
-    layer = int(match.group(1))
-    return layer - 1 if hook_name.endswith("hook_resid_pre") else layer
-
-
 def resolve_layer(model: torch.nn.Module, sae: Any, layer: int | None) -> int:
-    """Check the layer against the model and the SAE; default to the SAE's own hook."""
-    n_layers = len(decoder_layers(model))
-    if layer is None:
-        layer = layer_from_hook_name(sae.cfg.metadata.get("hook_name"))
-        if layer is None:
-            raise ValueError("no layer given and the SAE's metadata names no hook to read it from")
-    if not -n_layers <= layer < n_layers:
-        raise ValueError(f"layer {layer} is out of range: the model has {n_layers} decoder blocks (0..{n_layers - 1})")
-    return layer % n_layers
+    """The decoder block whose output the SAE reads (its hook decides; `layer` may only repeat it); refuses any other tensor."""
+    return block_output_layer(resolve(model, sae, layer))
 
 
 def _check_prompts(prompts: Sequence[Any]) -> list[str]:
@@ -96,12 +61,6 @@ def _check_prompts(prompts: Sequence[Any]) -> list[str]:
         if not p.strip():
             raise ValueError(f"prompt {i} is empty")
     return prompts
-
-
-def _hidden_size(model: torch.nn.Module) -> int:
-    config = model.config
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return int(text_config.hidden_size)
 
 
 def model_context(model: torch.nn.Module, tokenizer: Any) -> int | None:
@@ -140,28 +99,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 def residual_stream(model: torch.nn.Module, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The output of decoder block `layer` (== hidden_states[layer + 1]), computing nothing after it."""
-    return _block_output(model, decoder_layers(model)[layer], layer, input_ids, attention_mask)
-
-
-def _block_output(
-    model: torch.nn.Module, block: torch.nn.Module, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
-    captured: list[torch.Tensor] = []
-
-    def hook(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
-        captured.append(output[0] if isinstance(output, tuple) else output)
-        raise _StopForward
-
-    handle = block.register_forward_hook(hook)
-    try:
-        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if not captured:
-        raise RuntimeError(f"decoder block {layer} never ran; is it part of the model's forward pass?")
-    return captured[0]
+    return capture(model, bind(HookSpec(f"block {layer}", "resid_post", layer), model), input_ids, attention_mask)
 
 
 def pool_token_codes(codes: torch.Tensor, rows: torch.Tensor, n_rows: int, pooling: Pooling, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -282,10 +220,9 @@ def _encode_batch(
     ids: list[list[int]],
     special: list[list[int]],
     model: torch.nn.Module,
-    block: torch.nn.Module,
+    point: HookPoint,
     pad_id: int,
     sae: Any,
-    layer: int,
     pooling: Pooling,
     outlier_norm_ratio: float | None = None,
 ) -> np.ndarray:
@@ -294,7 +231,7 @@ def _encode_batch(
     input_ids = _pad(ids, pad_id)
     attention_mask = _pad([[1] * len(x) for x in ids], 0)
     token_mask = attention_mask.bool() & ~_pad(special, 1).bool()  # real, non-special tokens (built on the host)
-    acts = _block_output(model, block, layer, input_ids.to(device), attention_mask.to(device))
+    acts = capture(model, point, input_ids.to(device), attention_mask.to(device), int(sae.cfg.d_in))
     if outlier_norm_ratio is not None:
         token_mask &= outlier_token_mask(acts, token_mask, outlier_norm_ratio)
     counts = token_mask.sum(1)
@@ -309,6 +246,7 @@ def _encode_batch(
     pooled = tokens.new_zeros(len(texts), int(sae.cfg.d_sae))
     for start in range(0, tokens.shape[0], chunk):
         part, part_rows = tokens[start : start + chunk], rows[start : start + chunk]
+        part = sae_input(sae, point, part)
         if topk is not None and _encode_pool_topk(sae, topk, part, part_rows, pooling, pooled):
             continue
         pool_token_codes(sae.encode(part), part_rows, len(texts), pooling, pooled)
@@ -336,7 +274,7 @@ def _featurize_shard(
     model: torch.nn.Module,
     tokenizer: Any,
     sae: Any,
-    layer: int,
+    point: HookPoint,
     pooling: Pooling,
     batch_size: int,
     max_length: int,
@@ -350,9 +288,12 @@ def _featurize_shard(
     batch come from the same call); batches are padded from those ids.
     `first` is the index of the shard's first prompt in the whole set, for messages.
     """
-    enc = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True, return_attention_mask=False)
+    # An SAE trained with sae-lens's prepend_bos=False saw sequences without BOS (which every later token attends to).
+    add_special = preprocessing.get("prepend_bos", True) is not False
+    enc = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True, return_attention_mask=False,
+                    add_special_tokens=add_special)
     ids, special = enc["input_ids"], enc["special_tokens_mask"]
-    n_truncated = _count_truncated(tokenizer, [t for t, x in zip(texts, ids) if len(x) == max_length], max_length)
+    n_truncated = _count_truncated(tokenizer, [t for t, x in zip(texts, ids) if len(x) == max_length], max_length, add_special)
     if preprocessing.get("special_tokens") == "keep":  # the artifact was trained with BOS & co. included
         special = [[0] * len(x) for x in ids]
     empty = [i for i, mask in enumerate(special) if all(mask)]
@@ -360,13 +301,12 @@ def _featurize_shard(
         raise ValueError(f"{len(empty)} prompts have no tokens besides special tokens: {numbered_prompts(empty, texts, first=first)}")
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     order = np.argsort(lengths, kind="stable")[::-1]
-    block = decoder_layers(model)[layer]
     pad_id = padding_id(tokenizer)
     batches: list[sp.csr_matrix] = []
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
         pooled = _encode_batch(
-            [texts[i] for i in idx], [ids[i] for i in idx], [special[i] for i in idx], model, block, pad_id, sae, layer, pooling,
+            [texts[i] for i in idx], [ids[i] for i in idx], [special[i] for i in idx], model, point, pad_id, sae, pooling,
             preprocessing.get("outlier_norm_ratio"),
         )
         batches.append(sp.csr_matrix(pooled))
@@ -379,7 +319,7 @@ def _featurize_shard(
     return shard, n_truncated
 
 
-def _count_truncated(tokenizer: Any, at_limit: list[str], max_length: int) -> int:
+def _count_truncated(tokenizer: Any, at_limit: list[str], max_length: int, add_special_tokens: bool) -> int:
     """How many of the texts that filled all `max_length` tokens had more: one token more of room tells.
 
     (Special tokens the tokenizer appends are kept by truncation, so dropping
@@ -388,12 +328,13 @@ def _count_truncated(tokenizer: Any, at_limit: list[str], max_length: int) -> in
     """
     if not at_limit:
         return 0
-    longer = tokenizer(at_limit, truncation=True, max_length=max_length + 1, return_attention_mask=False)["input_ids"]
+    longer = tokenizer(at_limit, truncation=True, max_length=max_length + 1, return_attention_mask=False,
+                       add_special_tokens=add_special_tokens)["input_ids"]
     return sum(len(x) > max_length for x in longer)
 
 
 def _fingerprint(
-    prompts: list[str], model: torch.nn.Module, tokenizer: Any, sae: Any, layer: int, pooling: str, max_length: int, shard_size: int
+    prompts: list[str], model: torch.nn.Module, tokenizer: Any, sae: Any, point: HookPoint, pooling: str, max_length: int, shard_size: int
 ) -> dict[str, Any]:
     """What a cache was computed from; a mismatch means its shards are not reusable."""
     prompts_hash = hashlib.sha256()
@@ -401,7 +342,9 @@ def _fingerprint(
         prompts_hash.update(hashlib.sha256(p.encode()).digest())
     sae_hash = hashlib.sha256(sae.W_enc.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
     model_hash = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    first_weight = next(decoder_layers(model)[layer].parameters())
+    first_weight = next(point.module.parameters(), None)
+    if first_weight is None:  # a parameter-free module (a norm-less block input): the block's own weights
+        first_weight = next(decoder_layers(model)[point.layer or 0].parameters())
     model_hash.update(first_weight.detach().float().flatten()[:65536].cpu().numpy().tobytes())
     return {
         "version": CACHE_VERSION,
@@ -412,7 +355,7 @@ def _fingerprint(
         "tokenizer_vocab": len(tokenizer),
         "sae_sha256": sae_hash,
         "d_sae": int(sae.cfg.d_sae),
-        "layer": layer,
+        "hook": point.describe(),
         "pooling": pooling,
         "max_length": max_length,
         "shard_size": shard_size,
@@ -449,7 +392,7 @@ class FeaturizeJob:
     model: torch.nn.Module
     tokenizer: Any
     sae: Any
-    layer: int
+    point: HookPoint
     pooling: Pooling
     batch_size: int
     max_length: int
@@ -470,17 +413,17 @@ class FeaturizeJob:
         sae = load_sae(sae, device=str(_model_device(model)))
         # A zoo entry states how it must be fed (context length, special and outlier tokens); honour it.
         preprocessing = dict(sae.cfg.metadata.get("zoo_preprocessing") or {})
+        if sae.cfg.metadata.get("prepend_bos") is False:
+            preprocessing["prepend_bos"] = False
         if preprocessing.get("context_length"):
             max_length = min(max_length, int(preprocessing["context_length"]))
         max_length = min(max_length, model_context(model, tokenizer) or max_length)
-        if int(sae.cfg.d_in) != _hidden_size(model):
-            raise ValueError(f"SAE d_in={sae.cfg.d_in} does not match the model's hidden size {_hidden_size(model)}")
-        layer = resolve_layer(model, sae, layer)
-        job = cls(prompts, model, tokenizer, sae, layer, pooling, batch_size, max_length, shard_size,
+        point = resolve(model, sae, layer)
+        job = cls(prompts, model, tokenizer, sae, point, pooling, batch_size, max_length, shard_size,
                   Path(cache_dir) if cache_dir is not None else None, preprocessing)
         if job.cache is not None:
-            fingerprint = _fingerprint(prompts, model, tokenizer, sae, layer, pooling, max_length, shard_size)
-            fingerprint["preprocessing"] = {k: preprocessing.get(k) for k in ("special_tokens", "outlier_norm_ratio")}
+            fingerprint = _fingerprint(prompts, model, tokenizer, sae, point, pooling, max_length, shard_size)
+            fingerprint["preprocessing"] = {k: preprocessing.get(k) for k in ("special_tokens", "outlier_norm_ratio", "prepend_bos")}
             job.cache = _open_cache(job.cache, fingerprint)
         return job
 
@@ -509,7 +452,7 @@ class FeaturizeJob:
         """Featurize shard `s` and, with a cache, write it atomically; also return how many of its prompts were cut."""
         texts = self.shard_texts(s)
         shard, n_truncated = _featurize_shard(
-            texts, self.model, self.tokenizer, self.sae, self.layer, self.pooling, self.batch_size, self.max_length, bar, self.preprocessing,
+            texts, self.model, self.tokenizer, self.sae, self.point, self.pooling, self.batch_size, self.max_length, bar, self.preprocessing,
             first=s * self.shard_size,
         )
         path = self.shard_path(s)
@@ -559,9 +502,10 @@ def featurize(
 ) -> sp.csr_matrix | tuple[sp.csr_matrix, FeaturizeInfo]:
     """One pooled SAE code per prompt: a CSR matrix of shape (len(prompts), d_sae).
 
-    `layer` indexes decoder blocks from 0 and reads the block's output (the
-    residual stream after it, `hidden_states[layer + 1]`); by default it is read
-    from the SAE's hook name. `sae` is a sae-lens `SAE` or its saved folder.
+    The SAE's recorded hook decides what is read (`saerl_zoo.hooks`); `layer`
+    (decoder blocks from 0) may only repeat its block, and for an SAE that
+    records no hook it reads that block's output (`hidden_states[layer + 1]`).
+    `sae` is a sae-lens `SAE` or its saved folder.
     With `cache_dir`, finished shards go to `cache_dir/<hash of the inputs>/`
     and a rerun with the same inputs loads them instead of computing.
     Prompts are cut at `max_length` tokens, or at the model's own context when

@@ -8,7 +8,8 @@ import torch
 from conftest import make_tiny_sae
 
 import saerl_zoo.featurizer as fz
-from saerl_zoo.featurizer import featurize, layer_from_hook_name, residual_stream
+from saerl_zoo.featurizer import featurize, residual_stream
+from saerl_zoo.hooks import layer_from_hook_name
 
 
 def reference(prompts, model, tokenizer, sae, layer, pooling):
@@ -25,20 +26,21 @@ def reference(prompts, model, tokenizer, sae, layer, pooling):
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])
 @pytest.mark.parametrize("layer", [0, 1])  # not the last block: HF applies the final norm to hidden_states[-1]
-def test_matches_full_forward_reference(prompts, tiny_model, tokenizer, tiny_sae, pooling, layer):
-    got = featurize(prompts, tiny_model, tokenizer, tiny_sae, layer=layer, pooling=pooling, batch_size=3, progress=False)
-    want = reference(prompts, tiny_model, tokenizer, tiny_sae, layer, pooling)
-    assert got.shape == (len(prompts), tiny_sae.cfg.d_sae)
+def test_matches_full_forward_reference(prompts, tiny_model, tokenizer, pooling, layer):
+    sae = make_tiny_sae(32, hook_name=f"model.layers.{layer}")
+    got = featurize(prompts, tiny_model, tokenizer, sae, layer=layer, pooling=pooling, batch_size=3, progress=False)
+    want = reference(prompts, tiny_model, tokenizer, sae, layer, pooling)
+    assert got.shape == (len(prompts), sae.cfg.d_sae)
     np.testing.assert_allclose(got.toarray(), want, rtol=1e-4, atol=1e-5)
     assert got.nnz > 0
 
 
-def test_forward_stops_after_hooked_layer(prompts, tiny_model, tokenizer, tiny_sae):
+def test_forward_stops_after_hooked_layer(prompts, tiny_model, tokenizer):
     ran: list[str] = []
     handles = [blk.register_forward_hook(lambda *_a, i=i: ran.append(f"block{i}")) for i, blk in enumerate(tiny_model.model.layers)]
     handles.append(tiny_model.lm_head.register_forward_hook(lambda *_a: ran.append("lm_head")))
     try:
-        featurize(prompts, tiny_model, tokenizer, tiny_sae, layer=0, batch_size=len(prompts), progress=False)
+        featurize(prompts, tiny_model, tokenizer, make_tiny_sae(32, hook_name="model.layers.0"), batch_size=len(prompts), progress=False)
     finally:
         for h in handles:
             h.remove()
@@ -97,7 +99,7 @@ def test_layer_defaults_to_sae_hook(prompts, tiny_model, tokenizer):
     b = featurize(prompts, tiny_model, tokenizer, sae, layer=2, progress=False)
     np.testing.assert_array_equal(a.toarray(), b.toarray())
     assert layer_from_hook_name("blocks.6.hook_resid_post") == 6
-    assert layer_from_hook_name("blocks.6.hook_resid_pre") == 5
+    assert layer_from_hook_name("blocks.6.hook_resid_pre") == 6  # block 6's input
     assert layer_from_hook_name("transformer.h.3") == 3
 
 
@@ -139,7 +141,7 @@ def test_other_inputs_get_their_own_cache_folder(tmp_path, prompts, tiny_model, 
 
 
 def test_bad_input_errors(tmp_path, prompts, tiny_model, tokenizer, tiny_sae):
-    with pytest.raises(ValueError, match="d_in=16"):
+    with pytest.raises(ValueError, match="is 32 wide but the SAE's d_in is 16"):
         featurize(prompts, tiny_model, tokenizer, make_tiny_sae(16), progress=False)
     with pytest.raises(ValueError, match="out of range"):
         featurize(prompts, tiny_model, tokenizer, tiny_sae, layer=3, progress=False)

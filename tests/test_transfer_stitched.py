@@ -72,7 +72,7 @@ def test_stitched_sae_refuses_mismatches(models, tokenizer, acts):
     host.cfg.metadata.model_name = "someone/else"
     with pytest.raises(ValueError, match="this SAE reads someone/else"):
         StitchedSAE(host, stitch)
-    with pytest.raises(ValueError, match="d_in=48 does not match the model's hidden size 32"):
+    with pytest.raises(ValueError, match="is 32 wide but the SAE's d_in is 48"):
         featurize(PROMPTS, a, tokenizer, StitchedSAE(make_tiny_sae(32), stitch), progress=False)
 
 

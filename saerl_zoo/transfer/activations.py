@@ -119,9 +119,9 @@ def collect_activations(
     texts = _check_prompts(texts)
     n_blocks = len(decoder_layers(model))
     for layer in layers:
-        if not -n_blocks <= layer < n_blocks:
+        if not 0 <= layer < n_blocks:
             raise ValueError(f"layer {layer} is out of range: the model has {n_blocks} decoder blocks (0..{n_blocks - 1})")
-    layers = sorted({int(layer) % n_blocks for layer in layers})
+    layers = sorted({int(layer) for layer in layers})
     if not layers:
         raise ValueError("no layers to capture")
     if not getattr(tokenizer, "is_fast", False):

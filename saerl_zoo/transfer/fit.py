@@ -196,8 +196,6 @@ def fit_stitch_on_texts(
     kw = {"max_length": max_length, "batch_size": batch_size, "outlier_norm_ratio": outlier_ratio(sae), "progress": progress}
     target = collect_activations(host_model, host_tokenizer, texts, [target_layer], **kw)
     source = collect_activations(model, tokenizer, texts, layers, **kw)
-    if source_layer is not None:
-        source_layer = next(iter(source.layers))  # normalised (a negative index counts from the last block)
     return fit_stitch(
         source, target, target_layer=target_layer, sae=sae_name or str(sae.cfg.metadata.get("zoo_name") or sae.cfg.metadata.get("hook_name")),
         source_layer=source_layer, method=method, pairing=pairing, corpus=corpus_record(texts, corpus_path),

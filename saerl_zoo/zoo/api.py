@@ -239,6 +239,10 @@ def load_sae(
       through the Hugging Face cache (safetensors and JSON only);
     - sae-lens registry: `load_sae(release, sae_id=...)` or `"sae-lens:RELEASE/ID"`.
 
+    Whatever the route, the SAE's recorded hook is parsed once here and carried
+    on the SAE (`saerl_zoo.hooks.attach`): every reader places the same tensor,
+    and a hook that cannot be placed exactly is refused when read.
+
     `verify=True` (catalog entries) runs the fixed reference text through the
     host model and the SAE and raises `VerificationError` when L0 or explained
     variance are off the entry's metrics: a wrong hook, architecture or
@@ -250,6 +254,14 @@ def load_sae(
     `for_model` at the stitch's layer and maps its activations into the host's
     residual stream before encoding (it works with `featurize` as any SAE).
     """
+    from saerl_zoo.hooks import attach
+
+    return attach(_load_sae(name_or_path, subfolder=subfolder, revision=revision, sae_id=sae_id, verify=verify, device=device, dtype=dtype,
+                            force_download=force_download, catalog=catalog, for_model=for_model))
+
+
+def _load_sae(name_or_path: Any, *, subfolder: str | None, revision: str | None, sae_id: str | None, verify: bool, device: str,
+              dtype: str | None, force_download: bool, catalog: Catalog | None, for_model: str | None) -> Any:
     from saerl_zoo.zoo import formats
 
     _refuse_empty_name(name_or_path, "load_sae")
@@ -437,42 +449,17 @@ L0_REL_TOL, EV_ABS_TOL = 0.10, 0.05  # against metrics.reference (measured on RE
 L0_FACTOR_LOOSE, EV_ABS_LOOSE = 2.0, 0.25  # against the eval-set metrics when no reference metrics exist
 
 
-def capture_activations(model: torch.nn.Module, module_name: str, site: str, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Activations (batch x tokens x d) at a Hugging Face module: its output, or its input for `resid_in`."""
-    try:
-        module = model.get_submodule(module_name)
-    except AttributeError as err:
-        raise ValueError(f"the model has no module {module_name!r}: wrong hook for this model") from err
-    captured: list[torch.Tensor] = []
+def reference_activations(model: Any, tokenizer: Any, art: Artifact, sae: Any, texts: tuple[str, ...] = REFERENCE_TEXTS) -> torch.Tensor:
+    """The SAE's hook point (resolved as featurize resolves it) on the reference texts, after the entry's token policies (tokens x d)."""
+    from saerl_zoo.hooks import capture, resolve
 
-    def first_tensor(x: Any) -> torch.Tensor:
-        return x[0] if isinstance(x, (tuple, list)) else x
-
-    if site == "resid_in":
-        def pre_hook(_m: Any, args: Any, kwargs: Any) -> None:
-            captured.append(first_tensor(args) if args else kwargs["hidden_states"])
-        handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    else:
-        def hook(_m: Any, _i: Any, output: Any) -> None:
-            captured.append(first_tensor(output))
-        handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    finally:
-        handle.remove()
-    if not captured:
-        raise RuntimeError(f"module {module_name!r} never ran in the forward pass")
-    return captured[0]
-
-
-def reference_activations(model: Any, tokenizer: Any, art: Artifact, texts: tuple[str, ...] = REFERENCE_TEXTS) -> torch.Tensor:
-    """The hook's activations on the reference texts, after the entry's token policies (tokens x d)."""
     pre = art.preprocessing
+    point = resolve(model, sae)
     rows = []
     for text in texts:
         enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=pre.context_length, return_special_tokens_mask=True)
-        acts = capture_activations(model, art.hook.module, art.hook.site, enc["input_ids"], enc["attention_mask"])[0]
+        with torch.no_grad():
+            acts = capture(model, point, enc["input_ids"], enc["attention_mask"], int(sae.cfg.d_in))[0]
         keep = enc["attention_mask"][0].bool()
         if pre.special_tokens == "drop":
             keep &= ~enc["special_tokens_mask"][0].bool()
@@ -528,7 +515,7 @@ def reference_metrics(sae: Any, art: Artifact, model: Any = None, tokenizer: Any
     if model is None:
         model, tokenizer = load_host_model(art, device=str(sae.W_enc.device))
     model.eval()
-    m = sae_metrics(sae, reference_activations(model, tokenizer, art))
+    m = sae_metrics(sae, reference_activations(model, tokenizer, art, sae))
     return {"l0": round(m["l0"], 3), "explained_variance": round(m["explained_variance"], 4), "n_tokens": m["n_tokens"]}
 
 

@@ -35,7 +35,7 @@ def _round(d: dict[str, Any], nd: int = 4) -> dict[str, Any]:
 def default_entries(default_dir: Path | None = None, *, package_prefix: str = "default", reference: bool = True) -> list[Artifact]:
     """Catalog entries for the embedded default found in `default_dir` (paths stored relative to the package)."""
     from saerl_zoo.embedded import DEFAULT_DIR
-    from saerl_zoo.featurizer import layer_from_hook_name
+    from saerl_zoo.hooks import layer_from_hook_name
 
     root = Path(default_dir) if default_dir is not None else DEFAULT_DIR
     for sub in ("model", "sae", "difficulty_probe", "quality_probe"):

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -58,18 +59,37 @@ def detect_format(folder: Path) -> str:
     )
 
 
-def load_sae_lens_folder(folder: Path, device: str = "cpu", dtype: str | None = None) -> Any:
-    from sae_lens import SAE
+def load_sae_lens_folder(folder: Path, device: str = "cpu", dtype: str | None = None, overrides: dict[str, Any] | None = None) -> Any:
+    """A sae-lens folder as sae-lens loads it: `overrides` are a registry release's `config_overrides`
+    (applied to cfg.json before the SAE is built, as `SAE.from_pretrained` does), and a saved
+    `activation_scaler.json` scaling factor is folded into the weights, as sae-lens's trainer folds it."""
+    from sae_lens import SAE, SAEConfig
+    from sae_lens.loading.pretrained_sae_loaders import sae_lens_disk_loader
 
     from saerl_zoo.zoo.api import check_catalog_files
 
     for name in SAE_LENS_FILES:
         safe_join(folder, name)
     check_catalog_files(folder)
+
+    def converter(path: Any, device: str, cfg_overrides: dict[str, Any] | None = None) -> Any:
+        cfg_dict, state = sae_lens_disk_loader(path, device, cfg_overrides={**(cfg_overrides or {}), **(overrides or {})})
+        meta = cfg_dict.get("metadata")
+        if isinstance(meta, dict):  # a sae-lens >= 6 cfg.json keeps hook and model kwargs under "metadata": override them there
+            top = {f.name for f in dataclasses.fields(SAEConfig)}
+            meta.update({k: v for k, v in (overrides or {}).items() if k not in top})
+        return cfg_dict, state
+
     try:
-        return SAE.load_from_disk(str(folder), device=device, dtype=dtype)
+        sae = SAE.load_from_disk(str(folder), device=device, dtype=dtype, converter=converter)
     except Exception as err:  # sae-lens raises many kinds on a damaged folder
         raise ValueError(f"could not load the sae-lens SAE in {folder}: {err}") from err
+    scaler = folder / "activation_scaler.json"
+    if sae.cfg.normalize_activations == "expected_average_only_in" and scaler.is_file():
+        factor = _read_json(scaler).get("scaling_factor")
+        if factor is not None:
+            sae.fold_activation_norm_scaling_factor(float(factor))
+    return sae
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -240,7 +260,7 @@ def load_sae_lens_release(release: str, sae_id: str, *, device: str = "cpu", dty
 
         return SAE.from_pretrained(release, sae_id, device=device, dtype=dtype or "float32", force_download=force_download)
     folder = download_snapshot(info["repo_id"], subfolder=info["path"], filenames=SAE_LENS_FILES, force_download=force_download)
-    sae = load_sae_lens_folder(folder, device, dtype)
+    sae = load_sae_lens_folder(folder, device, dtype, overrides=info["config_overrides"])
     scale = info["norm_scaling_factor"]
     if sae.cfg.normalize_activations == "expected_average_only_in" and scale is not None:
         sae.fold_activation_norm_scaling_factor(scale)

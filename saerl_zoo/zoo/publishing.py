@@ -55,7 +55,7 @@ def _derive_entry(folder: Path, fmt: str, sae: Any, features: str | None = None)
     `features` (a stitch only) is the host SAE's catalog name when the entry
     overrides the one recorded in the stitch config, so the description names it too.
     """
-    from saerl_zoo.featurizer import layer_from_hook_name
+    from saerl_zoo.hooks import layer_from_hook_name
     from saerl_zoo.storage import read_json
 
     if fmt == "stitch":
