@@ -123,6 +123,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset as TorchIterableDataset
 from torch.utils.data import Sampler
+from transformers import TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
@@ -304,6 +306,19 @@ class SaeRLRepeatSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.chunks_per_epoch * self.batch_size * self.mini_repeat_count * self.repeat_count
+
+
+def _checkpoint_step(checkpoint: str | os.PathLike[str]) -> int:
+    """The ``global_step`` that ``Trainer.train`` resumes ``checkpoint`` at, read from the checkpoint itself.
+
+    The optimizer is loaded (``_load_optimizer_and_scheduler``, where the
+    SaeRL state is restored) before the trainer state on transformers 4.x and
+    after it on 5.x, so ``self.state`` cannot be trusted there; every version
+    takes the step from the checkpoint's ``trainer_state.json`` and starts at
+    step 0 (no data skipped) when that file is absent, and so does this.
+    """
+    path = Path(checkpoint) / TRAINER_STATE_NAME
+    return TrainerState.load_from_json(str(path)).global_step if path.is_file() else 0
 
 
 def _as_curriculum(curriculum: Curriculum | str | os.PathLike[str]) -> Curriculum:
@@ -535,13 +550,14 @@ class SaeRLGRPOTrainer(GRPOTrainer):
         """
         sampler = self.saerl_sampler
         assert sampler is not None
-        here = self._saerl_position(self.state.global_step)
+        step = _checkpoint_step(checkpoint)
+        here = self._saerl_position(step)
         path = Path(checkpoint) / STATE_NAME
         if not path.is_file():
             lost = " (the online feedback state is lost)" if self.saerl_feedback is not None else ""
             warnings.warn(
                 f"{path} is missing (checkpoint not written by SaeRLGRPOTrainer?): resuming the SaeRL order at "
-                f"epoch {here['epoch']}, chunk {here['chunk']} from the trainer's step count alone{lost}",
+                f"epoch {here['epoch']}, chunk {here['chunk']} from the checkpoint's step count alone{lost}",
                 stacklevel=2,
             )
             sampler.saerl.set_epoch(here["epoch"])
@@ -558,9 +574,9 @@ class SaeRLGRPOTrainer(GRPOTrainer):
                 "(or delete the file to resume without this check)"
             )
         sampler.saerl.load_state_dict(saved["saerl"])  # refuses another curriculum; sets seed and epoch
-        if saved["global_step"] != self.state.global_step:
+        if saved["global_step"] != step:
             raise ValueError(
-                f"{path} is for step {saved['global_step']} but the trainer state is at step {self.state.global_step}"
+                f"{path} is for step {saved['global_step']} but the checkpoint's {TRAINER_STATE_NAME} is at step {step}"
             )
         if self.args.ignore_data_skip:
             warnings.warn(
