@@ -94,7 +94,11 @@ the sampler from the start of the epoch and drops the trained batches, so the
 sampler does *not* also start from the saved cursor (that would skip twice);
 instead the saved state sets the epoch (accelerate does not forward
 ``set_epoch`` through its skipping wrapper on several ranks) and must agree
-with the position TRL's skip lands on, else resuming raises. With
+with the position TRL's skip lands on, else resuming raises. That position is
+computed from the ``global_step`` in the checkpoint's own ``trainer_state.json``
+(what ``Trainer.train`` restores), not from ``self.state``: the adapter hooks
+``_load_optimizer_and_scheduler``, which transformers 4.x runs before it restores
+the trainer state and 5.x after. With
 ``ignore_data_skip=True`` TRL restarts the epoch from its first chunk and the
 SaeRL order does the same. With online feedback the state also carries the
 feedback's estimates and the epoch's current plan (whose drawn chunks are
