@@ -12,7 +12,11 @@ import torch
 
 
 def make_char_tokenizer():
-    """A character-level fast tokenizer that prepends BOS, like real LM tokenizers."""
+    """A character-level fast tokenizer that prepends BOS and returns no ``token_type_ids``, like real LM tokenizers.
+
+    ``model_input_names`` is explicit because its default differs across transformers versions (4.x adds
+    ``token_type_ids``, which a causal LM's ``generate`` refuses).
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -22,7 +26,8 @@ def make_char_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        model_input_names=["input_ids", "attention_mask"],
     )
 
 

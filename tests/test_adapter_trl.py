@@ -17,6 +17,7 @@ pytest.importorskip("trl")
 from accelerate.data_loader import prepare_data_loader  # noqa: E402
 from conftest import synthetic_curriculum, make_char_tokenizer, make_tiny_llama  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
+from transformers import TrainerState  # noqa: E402
 from trl.trainer.grpo_trainer import RepeatSampler  # noqa: E402
 
 from saerl_zoo.adapters.trl import (  # noqa: E402
@@ -291,6 +292,29 @@ def test_grpo_trainer_generates_in_saerl_order_and_resumes_exactly(tmp_path, tok
     # resume mid-epoch 0: TRL's skip_first_batches + the saved state continue the order, nothing skipped twice
     _, resumed = train(tokenizer, dataset, curriculum, tmp_path / "resume4", resume=run_dir / "checkpoint-4", **layout)
     assert resumed.calls == full.calls[2:]
+
+    # ... whatever order the Trainer restores its pieces in: transformers 4.x loads the optimizer (where the
+    # adapter restores the SaeRL state) before the trainer state, so the adapter sees step 0 there
+    restore = SaeRLGRPOTrainer._load_optimizer_and_scheduler
+
+    def before_trainer_state(self, checkpoint):
+        restored, self.state = self.state, TrainerState()
+        try:
+            restore(self, checkpoint)
+        finally:
+            self.state = restored
+
+    monkeypatch.setattr(SaeRLGRPOTrainer, "_load_optimizer_and_scheduler", before_trainer_state)
+    _, resumed = train(tokenizer, dataset, curriculum, tmp_path / "resume4-early", resume=run_dir / "checkpoint-4",
+                       **layout)
+    assert resumed.calls == full.calls[2:]
+    monkeypatch.undo()
+    # a SaeRL state copied from another checkpoint is refused, naming both steps
+    mixed = tmp_path / "mixed-checkpoint-4"
+    shutil.copytree(run_dir / "checkpoint-4", mixed)
+    shutil.copy(run_dir / "checkpoint-12" / STATE_NAME, mixed / STATE_NAME)
+    with pytest.raises(ValueError, match=r"is for step 12 but the checkpoint's trainer_state.json is at step 4$"):
+        train(tokenizer, dataset, curriculum, tmp_path / "resume-mixed", resume=mixed, **layout)
 
     # resume mid-epoch 1 when nobody forwards set_epoch to the sampler (accelerate's skipping wrapper on
     # several ranks does not): the saved state alone must select epoch 1

@@ -94,7 +94,11 @@ the sampler from the start of the epoch and drops the trained batches, so the
 sampler does *not* also start from the saved cursor (that would skip twice);
 instead the saved state sets the epoch (accelerate does not forward
 ``set_epoch`` through its skipping wrapper on several ranks) and must agree
-with the position TRL's skip lands on, else resuming raises. With
+with the position TRL's skip lands on, else resuming raises. That position is
+computed from the ``global_step`` in the checkpoint's own ``trainer_state.json``
+(what ``Trainer.train`` restores), not from ``self.state``: the adapter hooks
+``_load_optimizer_and_scheduler``, which transformers 4.x runs before it restores
+the trainer state and 5.x after. With
 ``ignore_data_skip=True`` TRL restarts the epoch from its first chunk and the
 SaeRL order does the same. With online feedback the state also carries the
 feedback's estimates and the epoch's current plan (whose drawn chunks are
@@ -123,6 +127,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset as TorchIterableDataset
 from torch.utils.data import Sampler
+from transformers import TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from saerl_zoo.curriculum import Curriculum
@@ -307,6 +313,19 @@ class SaeRLRepeatSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.chunks_per_epoch * self.batch_size * self.mini_repeat_count * self.repeat_count
+
+
+def _checkpoint_step(checkpoint: str | os.PathLike[str]) -> int:
+    """The ``global_step`` that ``Trainer.train`` resumes ``checkpoint`` at, read from the checkpoint itself.
+
+    The optimizer is loaded (``_load_optimizer_and_scheduler``, where the
+    SaeRL state is restored) before the trainer state on transformers 4.x and
+    after it on 5.x, so ``self.state`` cannot be trusted there; every version
+    takes the step from the checkpoint's ``trainer_state.json`` and starts at
+    step 0 (no data skipped) when that file is absent, and so does this.
+    """
+    path = Path(checkpoint) / TRAINER_STATE_NAME
+    return TrainerState.load_from_json(str(path)).global_step if path.is_file() else 0
 
 
 def _as_curriculum(curriculum: Curriculum | str | os.PathLike[str]) -> Curriculum:
@@ -538,13 +557,14 @@ class SaeRLGRPOTrainer(GRPOTrainer):
         """
         sampler = self.saerl_sampler
         assert sampler is not None
-        here = self._saerl_position(self.state.global_step)
+        step = _checkpoint_step(checkpoint)
+        here = self._saerl_position(step)
         path = Path(checkpoint) / STATE_NAME
         if not path.is_file():
             lost = " (the online feedback state is lost)" if self.saerl_feedback is not None else ""
             warnings.warn(
                 f"{path} is missing (checkpoint not written by SaeRLGRPOTrainer?): resuming the SaeRL order at "
-                f"epoch {here['epoch']}, chunk {here['chunk']} from the trainer's step count alone{lost}",
+                f"epoch {here['epoch']}, chunk {here['chunk']} from the checkpoint's step count alone{lost}",
                 stacklevel=2,
             )
             sampler.saerl.set_epoch(here["epoch"])
@@ -561,9 +581,9 @@ class SaeRLGRPOTrainer(GRPOTrainer):
                 "(or delete the file to resume without this check)"
             )
         sampler.saerl.load_state_dict(saved["saerl"])  # refuses another curriculum; sets seed and epoch
-        if saved["global_step"] != self.state.global_step:
+        if saved["global_step"] != step:
             raise ValueError(
-                f"{path} is for step {saved['global_step']} but the trainer state is at step {self.state.global_step}"
+                f"{path} is for step {saved['global_step']} but the checkpoint's {TRAINER_STATE_NAME} is at step {step}"
             )
         if self.args.ignore_data_skip:
             warnings.warn(
