@@ -166,7 +166,7 @@ def stage_sae(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]], cli
         n_batches_in_buffer=spec["n_batches_in_buffer"], dataset_label=f"{recipe['data'].get('hub') or 'local pool'} sae_text",
         device=spec["device"], seed=recipe["seed"],
     )
-    with lib.atomic_dir(final) as tmp:
+    with lib.atomic_folder(final) as tmp:
         sae.save_inference_model(str(tmp))
         metrics = heldout_metrics(recipe, out, tmp, tokenizer, heldout, excluded)
         metrics["train_seconds"] = round(time.time() - started, 1)
@@ -199,7 +199,7 @@ def cached(path: Path, fit: Callable[[], T], load: Callable[[Path], T]) -> T:
     if path.exists():
         return load(path)
     obj = fit()
-    with lib.atomic_dir(path) as tmp:
+    with lib.atomic_folder(path) as tmp:
         obj.save(tmp)  # type: ignore[attr-defined]
     return obj
 
@@ -266,7 +266,7 @@ def stage_probes(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]], 
         provenance={"model": recipe["model"]["id"], "sae": source, "pool": str(lib.artifacts(out) / "pool.jsonl"),
                     "labelled_prompts": len(rows)},
     )
-    with lib.atomic_dir(final) as tmp:
+    with lib.atomic_folder(final) as tmp:
         curriculum.save(tmp)
         write_report(curriculum, tmp)
     log(f"curriculum: {int(curriculum.keep.sum())} of {len(curriculum)} prompts kept, "

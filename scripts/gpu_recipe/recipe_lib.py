@@ -21,16 +21,17 @@ Run folder layout::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from saerl_zoo.storage import atomic_folder
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RECIPE = HERE / "recipe.yaml"
@@ -123,24 +124,6 @@ def model_folder(spec: str | os.PathLike[str], revision: str | None = None) -> P
 
 
 # ---------------------------------------------------------------- files
-
-
-@contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield an empty staging folder next to ``final``; it becomes ``final`` only if the block succeeds.
-
-    A stage counts as done when its folder exists, so a killed run must never leave half of one.
-    """
-    staging = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -282,7 +265,7 @@ def make_standins(folder: Path) -> None:
         return
     from saerl_zoo.embedded import default_path
 
-    with atomic_dir(folder) as tmp:
+    with atomic_folder(folder) as tmp:
         shutil.copytree(default_path("model"), tmp / "model")
         prompts = read_jsonl(default_path("prompts.jsonl"))
         truth = {t["id"]: t for t in read_jsonl(default_path("ground_truth.jsonl"))}
