@@ -214,7 +214,7 @@ class OnlineFeedback:
                 "online feedback re-orders the SaeRL curriculum; mixing=1 is the uniform-shuffle baseline, "
                 "which has no curriculum to correct"
             )
-        labels = sampler._clusters if sampler._clusters is not None else np.zeros(sampler.n, dtype=np.int64)
+        labels = sampler.clusters if sampler.clusters is not None else np.zeros(sampler.n, dtype=np.int64)
         if self._n is None:
             self._n = sampler.n
             self._labels = np.unique(labels)
@@ -228,8 +228,8 @@ class OnlineFeedback:
     # ------------------------------------------------------------ estimates
 
     def _probe(self, sampler: SaeRLSampler) -> np.ndarray:
-        if sampler._difficulty is not None:
-            return sampler._difficulty
+        if sampler.difficulty is not None:
+            return sampler.difficulty
         return np.full(sampler.n, sum(self.difficulty_range) / 2)
 
     def _observed(self, pass_values: np.ndarray) -> np.ndarray:
@@ -258,8 +258,8 @@ class OnlineFeedback:
         if self._plan is None or self._plan[0] != sampler.epoch:
             # Before any update the estimates are the probe's own values, so
             # this is the offline plan exactly.
-            difficulty = sampler._difficulty if self.n_updates == 0 else self.estimates(sampler)
-            self._plan = (sampler.epoch, sampler._plan(difficulty))
+            difficulty = sampler.difficulty if self.n_updates == 0 else self.estimates(sampler)
+            self._plan = (sampler.epoch, sampler.plan(difficulty))
         return [batch.copy() for batch in self._plan[1]]
 
     def _resort_rest(self, sampler: SaeRLSampler, started: int) -> None:
@@ -281,7 +281,7 @@ class OnlineFeedback:
         """Paced samplers: cut the unstarted rest into its stages (or competence steps) by the new estimates."""
         epoch, batches = self._plan  # type: ignore[misc]
         if started < len(batches):
-            self._plan = (epoch, sampler._plan(self.estimates(sampler), batches[:started], replan=self.n_updates))
+            self._plan = (epoch, sampler.plan(self.estimates(sampler), batches[:started], replan=self.n_updates))
 
     # ------------------------------------------------------------ feedback
 

@@ -39,7 +39,7 @@ import hashlib
 import itertools
 import math
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Protocol, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -48,10 +48,8 @@ from torch.utils.data import Sampler
 
 from saerl_zoo.pacing import Pacing, competence, stage_cuts
 
-if TYPE_CHECKING:  # pragma: no cover
-    from saerl_zoo.feedback import OnlineFeedback
 
-__all__ = ["SaeRLSampler", "quality_mask"]
+__all__ = ["Feedback", "SaeRLSampler", "quality_mask"]
 
 ArrayLike = Union[npt.ArrayLike, torch.Tensor]
 
@@ -275,6 +273,26 @@ def _epoch_batches(
     return [*done, *batches]
 
 
+class Feedback(Protocol):
+    """What the sampler asks of an online-feedback strategy (e.g. :class:`~saerl_zoo.feedback.OnlineFeedback`).
+
+    The sampler calls these and knows nothing else of the strategy; the
+    strategy reads the sampler only through its public ``n``, ``epoch``,
+    ``cursor``, ``batch_size``, ``mixing``, ``pacing``, ``clusters``,
+    ``difficulty`` and :meth:`SaeRLSampler.plan`. So imports run one way:
+    feedback → sampler.
+    """
+
+    version: int  # bumped on every update that may re-order the rest of the epoch
+
+    def bind(self, sampler: SaeRLSampler) -> None: ...
+    def config(self) -> dict[str, Any]: ...
+    def epoch_batches(self, sampler: SaeRLSampler) -> list[np.ndarray]: ...
+    def update(self, sampler: SaeRLSampler, indices: Any, rewards: Any) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class SaeRLSampler(Sampler[int]):
     """Epoch order of prompt indices for RL training, sharded across ranks.
 
@@ -329,7 +347,7 @@ class SaeRLSampler(Sampler[int]):
         num_replicas: int = 1,
         rank: int = 0,
         drop_last: bool = False,
-        feedback: OnlineFeedback | None = None,
+        feedback: Feedback | None = None,
         stages: int = 1,
         num_steps: int | None = None,
         competence: str = "linear",
@@ -433,10 +451,26 @@ class SaeRLSampler(Sampler[int]):
             self._cursor = 0
         self.epoch = epoch
 
-    def _plan(
+    @property
+    def clusters(self) -> np.ndarray | None:
+        """Each prompt's cluster label (int64), or ``None`` without clusters."""
+        return self._clusters
+
+    @property
+    def difficulty(self) -> np.ndarray | None:
+        """Each prompt's offline (probe) difficulty, or ``None`` without difficulty."""
+        return self._difficulty
+
+    def plan(
         self, difficulty: np.ndarray | None, done: Sequence[np.ndarray] = (), replan: int = 0
     ) -> list[np.ndarray]:
-        """This epoch's global batches for the given difficulties (before ``drop_last``); see :func:`_epoch_batches`."""
+        """This epoch's global batches for ``difficulty`` (before ``drop_last``).
+
+        ``done`` are global batches already begun, kept as they are; the rest
+        of the epoch is planned around them (``replan`` seeds that re-plan).
+        Online feedback calls this with its corrected estimates; see
+        :func:`_epoch_batches`.
+        """
         return _epoch_batches(
             self._kept,
             self._clusters,
@@ -454,7 +488,7 @@ class SaeRLSampler(Sampler[int]):
     def global_batches(self) -> list[list[int]]:
         """The epoch's global batches after ``drop_last``, before padding and sharding."""
         if self.feedback is None:
-            batches = self._plan(self._difficulty)
+            batches = self.plan(self._difficulty)
         else:
             batches = self.feedback.epoch_batches(self)
         if self.drop_last and len(batches[-1]) < self.global_batch_size:
