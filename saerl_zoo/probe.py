@@ -298,7 +298,7 @@ class LinearProbe:
 
     @classmethod
     def load(cls: type[P], path: str | os.PathLike[str]) -> P:
-        from saerl_zoo.zoo.api import check_catalog_files
+        from saerl_zoo.zoo.integrity import check_catalog_files
 
         path = Path(path)
         check_catalog_files(path)  # a probe the catalog knows is checked whichever route it comes by

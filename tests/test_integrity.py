@@ -1,7 +1,7 @@
 """Every load of a file the catalog knows checks its sha256, whichever route it comes by; absurd probes are refused.
 
 The package's own files are never modified: the embedded default is copied to
-a temporary package root that `api.PACKAGE_ROOT` and `embedded.DEFAULT_DIR`
+a temporary package root that `integrity.PACKAGE_ROOT` and `embedded.DEFAULT_DIR`
 point at, so catalog paths (`default/sae`, ...) resolve to the copy.
 """
 
@@ -23,7 +23,7 @@ from saerl_zoo.difficulty import DifficultyProbe
 from saerl_zoo.probe import CONFIG_NAME, WEIGHTS_NAME, ProbeConfig
 from saerl_zoo.quality import QualityProbe
 from saerl_zoo.storage import read_tensors, write_tensors
-from saerl_zoo.zoo import api, hub
+from saerl_zoo.zoo import api, hub, integrity
 from saerl_zoo.zoo.formats import save_sae
 from saerl_zoo.zoo.hub import IntegrityError, hash_folder
 
@@ -41,7 +41,7 @@ def package(tmp_path, monkeypatch) -> Path:
     """A copy of the package's embedded default, standing in for the installed package (no .git: a pip install)."""
     root = tmp_path / "site-packages" / "saerl_zoo"
     shutil.copytree(embedded.DEFAULT_DIR, root / "default")
-    monkeypatch.setattr(api, "PACKAGE_ROOT", root)
+    monkeypatch.setattr(integrity, "PACKAGE_ROOT", root)
     monkeypatch.setattr(embedded, "DEFAULT_DIR", root / "default")
     monkeypatch.delenv("SAERL_ZOO_CATALOG", raising=False)
     monkeypatch.delenv("SAERL_ZOO_HUB_CATALOGS", raising=False)
@@ -107,10 +107,10 @@ def test_verify_gives_the_same_advice(package):
 
 
 def test_restore_command_follows_the_install(package):
-    folder = api.package_folder("default/sae")
-    assert re.fullmatch(r'pip install --force-reinstall --no-deps "saerl-zoo(==[\w.]+| @ \S+)"', api.restore_package_command(folder))
+    folder = integrity.package_folder("default/sae")
+    assert re.fullmatch(r'pip install --force-reinstall --no-deps "saerl-zoo(==[\w.]+| @ \S+)"', integrity.restore_package_command(folder))
     (package.parent / ".git").mkdir()  # a source checkout: reinstalling would not touch the files, git puts them back
-    assert api.restore_package_command(folder) == f"git -C {package.parent} checkout -- saerl_zoo/default/sae"
+    assert integrity.restore_package_command(folder) == f"git -C {package.parent} checkout -- saerl_zoo/default/sae"
 
 
 def test_hub_cache_file_is_checked_on_every_route(offline_hub, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from test_zoo_support import write_catalog
 
 from saerl_zoo.cli import main
 from saerl_zoo.transfer import StitchedSAE, StitchMap
-from saerl_zoo.zoo import api
+from saerl_zoo.zoo import api, registry
 from saerl_zoo.zoo.formats import save_sae
 from saerl_zoo.zoo.hub import hash_folder
 
@@ -24,7 +24,7 @@ def test_fit_register_then_load_for_model_and_eval(tmp_path, tokenizer, monkeypa
     catalog = write_catalog(tmp_path / "catalog.yaml", [local_sae_entry(folder, "test/a", hash_folder(folder))])
     monkeypatch.setenv("SAERL_ZOO_CATALOG", str(catalog))
     monkeypatch.delenv("SAERL_ZOO_HUB_CATALOGS", raising=False)
-    api._CATALOG_CACHE.clear()
+    registry._CATALOG_CACHE.clear()
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": f"Q: {i} * {i + 3} = ? naïve  {i}"}) + "\n" for i in range(60)))
     prompts = tmp_path / "prompts.jsonl"
@@ -39,7 +39,7 @@ def test_fit_register_then_load_for_model_and_eval(tmp_path, tokenizer, monkeypa
     assert "held-out explained variance" in result.output and "registered test/b-to-a" in result.output
     stitch = StitchMap.load(tmp_path / "stitches" / "b")
     assert stitch.config.source_model == "test/b" and stitch.config.target_model == "test/a" and "layer_selection" in stitch.metrics
-    api._CATALOG_CACHE.clear()
+    registry._CATALOG_CACHE.clear()
     assert isinstance(api.load_sae("test/sae", for_model="test/b"), StitchedSAE)
     listed = runner.invoke(main, ["list", "--kind", "stitch"])
     assert "test/b-to-a" in listed.output and "local" in listed.output

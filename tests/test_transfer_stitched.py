@@ -20,7 +20,7 @@ from saerl_zoo.transfer import (
     register_stitch,
 )
 from saerl_zoo.transfer.evaluate import pooled_codes
-from saerl_zoo.zoo import api
+from saerl_zoo.zoo import api, registry
 from saerl_zoo.zoo.formats import save_sae
 from saerl_zoo.zoo.hub import hash_folder
 
@@ -84,9 +84,9 @@ def local_catalog(tmp_path, monkeypatch):
     catalog = write_catalog(tmp_path / "catalog.yaml", [entry])
     monkeypatch.setenv("SAERL_ZOO_CATALOG", str(catalog))
     monkeypatch.delenv("SAERL_ZOO_HUB_CATALOGS", raising=False)
-    api._CATALOG_CACHE.clear()
+    registry._CATALOG_CACHE.clear()
     yield catalog
-    api._CATALOG_CACHE.clear()
+    registry._CATALOG_CACHE.clear()
 
 
 def test_load_sae_for_model_applies_the_registered_stitch(models, tokenizer, local_catalog):
@@ -98,7 +98,7 @@ def test_load_sae_for_model_applies_the_registered_stitch(models, tokenizer, loc
     folder = stitch.save(local_catalog.parent / "stitches" / "b-to-a")
     entry = register_stitch(stitch, folder, local_catalog, name="test/tiny-b-to-a", sae_name="test/sae", model_id="test/tiny-b")
     assert entry.kind == "stitch" and entry.source.path == "stitches/b-to-a"
-    api._CATALOG_CACHE.clear()
+    registry._CATALOG_CACHE.clear()
     assert [s.name for s in api.stitches_for("test/sae")] == ["test/tiny-b-to-a"]
 
     stitched = api.load_sae("test/sae", for_model="test/tiny-b")

@@ -13,7 +13,8 @@ from sae_lens import SAE
 from test_zoo_support import D_IN, acts, add_repo, offline_hub, sae_entry, tiny_sae, write_catalog  # noqa: F401
 
 from saerl_zoo.zoo import api
-from saerl_zoo.zoo.formats import load_sparsify_folder, sae_lens_lookup, save_sae
+from saerl_zoo.zoo.formats import load_sparsify_folder, save_sae
+from saerl_zoo.zoo.hub import sae_lens_lookup
 from saerl_zoo.zoo.hub import IntegrityError, UnsafePathError, hash_folder, safe_join
 from saerl_zoo.zoo.registry import UnknownArtifactError
 

@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from sae_lens import SAE
 from test_zoo_support import D_IN, acts, add_repo, offline_hub, sae_entry, tiny_sae, write_catalog  # noqa: F401
 
-from saerl_zoo.zoo import api
+from saerl_zoo.zoo import api, registry
 from saerl_zoo.cli import main
 from saerl_zoo.zoo.formats import save_sae
 from saerl_zoo.zoo.hub import hash_folder
@@ -257,7 +257,7 @@ def test_publish_stitch_renders_a_card_and_loads_through_for_model(offline_hub, 
     # as if uploaded: the catalog now resolves the host SAE on model B through the published stitch
     add_repo(offline_hub, "test-org/tiny-b-to-a", out)
     monkeypatch.setenv("SAERL_ZOO_CATALOG", str(catalog))
-    api._CATALOG_CACHE.clear()
+    registry._CATALOG_CACHE.clear()
     stitched = api.load_sae("test/sae", for_model="test/tiny-b")
     assert isinstance(stitched, StitchedSAE) and stitched.cfg.metadata.stitch["name"] == "test/tiny-b-to-a"
     x = torch.randn(5, 48)

@@ -36,9 +36,9 @@ def _setup_offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.delenv("SAERL_ZOO_CATALOG", raising=False)
     monkeypatch.delenv("SAERL_ZOO_HUB_CATALOGS", raising=False)
-    from saerl_zoo.zoo import api
+    from saerl_zoo.zoo import registry
 
-    api._CATALOG_CACHE.clear()
+    registry._CATALOG_CACHE.clear()
     return cache
 
 

@@ -196,7 +196,7 @@ class StitchMap:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> StitchMap:
-        from saerl_zoo.zoo.api import check_catalog_files
+        from saerl_zoo.zoo.integrity import check_catalog_files
 
         path = Path(path)
         check_catalog_files(path)  # a stitch the catalog knows is checked whichever route it comes by

@@ -16,7 +16,7 @@ from saerl_zoo._lazy import lazy_exports
 _EXPORTS = {
     "list_artifacts": "saerl_zoo.zoo.api",
     "get_artifact": "saerl_zoo.zoo.api",
-    "get_catalog": "saerl_zoo.zoo.api",
+    "get_catalog": "saerl_zoo.zoo.registry",
     "load_sae": "saerl_zoo.zoo.api",
     "load_probe": "saerl_zoo.zoo.api",
     "pull": "saerl_zoo.zoo.api",

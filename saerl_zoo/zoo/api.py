@@ -24,41 +24,28 @@ from saerl_zoo.errors import UserError
 from saerl_zoo.zoo.hub import (
     IntegrityError,
     UnsafePathError,
-    cached_snapshot,
     download_snapshot,
     safe_join,
     safe_relative,
+    sae_lens_lookup,
     sha256_file,
     storage_folder,
     verify_files,
 )
+from saerl_zoo.zoo.integrity import check_catalog_files, local_copy, package_folder, repair_advice
 from saerl_zoo.zoo.registry import (
-    CATALOG_ENV,
-    HUB_CATALOGS_ENV,
     Artifact,
     Catalog,
     UnknownArtifactError,
+    get_catalog,
     unknown_name_message,
 )
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the saerl_zoo package folder
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_CATALOG_CACHE: dict[tuple[str, str], Catalog] = {}
 
 
 class VerificationError(UserError):
     """The SAE's L0 / explained variance on the reference text do not match its catalog entry."""
-
-
-def get_catalog(refresh: bool = False) -> Catalog:
-    """The merged catalog (built-in, pinned Hub catalogs, user files), cached per environment."""
-    files = [p for p in os.environ.get(CATALOG_ENV, "").split(os.pathsep) if p.strip()]
-    stamps = tuple((p, os.path.getmtime(p) if os.path.isfile(p) else None) for p in files)
-    key = (repr(stamps), os.environ.get(HUB_CATALOGS_ENV, ""))  # an edited user catalog is re-read
-    if refresh or key not in _CATALOG_CACHE:
-        _CATALOG_CACHE.clear()
-        _CATALOG_CACHE[key] = Catalog.load()
-    return _CATALOG_CACHE[key]
 
 
 def _catalog(catalog: Catalog | None) -> Catalog:
@@ -75,11 +62,6 @@ def get_artifact(name: str, *, catalog: Catalog | None = None) -> Artifact:
 
 
 # --------------------------------------------------------------------------- files
-
-
-def package_folder(rel: str) -> Path:
-    """A folder shipped inside the saerl_zoo package (paths may not leave it)."""
-    return safe_join(PACKAGE_ROOT, rel)
 
 
 def pull(name: str | Artifact, *, force: bool = False, catalog: Catalog | None = None) -> Path:
@@ -103,94 +85,13 @@ def pull(name: str | Artifact, *, force: bool = False, catalog: Catalog | None =
         verify_files(folder, art.files, where=where, advice=advice, within=storage_folder(_snapshot_of(folder, src.path)))
         return folder
     # sae-lens registry entries: the files are sae-lens's business, only fetched here
-    from saerl_zoo.zoo.formats import SAE_LENS_FILES, sae_lens_lookup
+    from saerl_zoo.zoo.formats import SAE_LENS_FILES
 
     info = sae_lens_lookup(src.release, src.sae_id)
     folder = download_snapshot(info["repo_id"], subfolder=info["path"], filenames=list(art.files) or SAE_LENS_FILES, force_download=force)
     if art.files:
         verify_files(folder, art.files, where=where, advice=advice, within=storage_folder(_snapshot_of(folder, info["path"])))
     return folder
-
-
-def local_copy(art: Artifact) -> tuple[Path, Path] | None:
-    """(folder, the boundary its files must stay in) of an artifact's files on this machine; None when not cached.
-
-    Package and local entries are always here; Hub and sae-lens entries are
-    looked up in the Hugging Face cache without any network call.
-    """
-    src = art.source
-    if src.type == "package":
-        return package_folder(src.path), PACKAGE_ROOT
-    if src.type == "local":
-        root = local_root(art)
-        return safe_join(root, src.path), root
-    repo_id, path, revision = src.repo_id, src.path, src.revision
-    if src.type == "sae-lens":
-        from saerl_zoo.zoo.formats import sae_lens_lookup
-
-        info = sae_lens_lookup(src.release, src.sae_id)
-        repo_id, path, revision = info["repo_id"], info["path"], None
-    snapshot = cached_snapshot(repo_id, revision)
-    if snapshot is None:
-        return None
-    return safe_join(snapshot, path, within=storage_folder(snapshot)), storage_folder(snapshot)
-
-
-def repair_advice(art: Artifact) -> str:
-    """How to get a clean copy of a corrupt artifact: from where it came, which `pull --force` only is for Hub files."""
-    if art.source.type == "package":
-        return f"it ships inside saerl-zoo, so restore the package: {restore_package_command(package_folder(art.source.path))}"
-    if art.source.type == "local":
-        return f"restore it from your own copy, or refit it and update its entry in {art.origin}"
-    return f"delete it or fetch a clean copy with `saerl-zoo pull {art.name} --force`"
-
-
-def restore_package_command(folder: Path) -> str:
-    """The command that puts back `folder`, shipped in the package: git in a source checkout, else pip."""
-    import json
-    from importlib import metadata
-
-    source = PACKAGE_ROOT.parent
-    if (source / ".git").exists():  # an editable install or PYTHONPATH: reinstalling would not touch these files
-        return f"git -C {source} checkout -- {folder.relative_to(source).as_posix()}"
-    try:
-        dist = metadata.distribution("saerl-zoo")
-    except metadata.PackageNotFoundError:
-        return "reinstall saerl-zoo"
-    origin = json.loads(dist.read_text("direct_url.json") or "{}")  # PEP 610: how it was installed
-    if origin.get("url") and not origin.get("dir_info", {}).get("editable"):
-        return f'pip install --force-reinstall --no-deps "saerl-zoo @ {origin["url"]}"'
-    return f'pip install --force-reinstall --no-deps "saerl-zoo=={dist.version}"'
-
-
-def check_catalog_files(folder: str | os.PathLike[str]) -> None:
-    """If `folder` holds the local copy of a catalog artifact, check its files' sha256 before anything reads them.
-
-    Why: the catalog's sha256s must guard every route to a file it knows — its
-    name, the package folder's path (`default_path("sae")`), a path into the
-    Hugging Face cache — not only loads by name. Each SAE, probe and stitch
-    reader calls this first. Digests are kept per file version
-    (`sha256_file`), so after the first load a check costs a `stat` per file.
-    """
-    real = Path(folder).resolve()
-    in_hub_cache = "snapshots" in real.parts
-    for art in get_catalog().filter():
-        if not art.files or (art.source.type in ("hub", "sae-lens") and not in_hub_cache):
-            continue
-        try:
-            copy = local_copy(art)
-        except (KeyError, ValueError):  # an entry whose files have no place here (e.g. a local one listed from a dict)
-            continue
-        if copy is not None and copy[0].resolve() == real:
-            verify_files(copy[0], art.files, where=f"artifact {art.name!r}", advice=repair_advice(art), within=copy[1])
-
-
-def local_root(art: Artifact) -> Path:
-    """The folder a `local` entry's path is relative to: that of the catalog file listing it."""
-    origin = Path(art.origin)
-    if not art.origin or not origin.is_file():
-        raise ValueError(f"artifact {art.name!r} has a local source, which only a catalog file (not {art.origin or 'a dict'}) can list")
-    return origin.resolve().parent
 
 
 def _snapshot_of(folder: Path, subfolder: str) -> Path:

@@ -25,7 +25,8 @@ import torch
 
 from saerl_zoo.transfer.maps import CONFIG_NAME as STITCH_CONFIG_NAME
 from saerl_zoo.transfer.maps import WEIGHTS_NAME as STITCH_WEIGHTS_NAME
-from saerl_zoo.zoo.hub import refuse_pickles, safe_join
+from saerl_zoo.zoo.hub import refuse_pickles, safe_join, sae_lens_lookup
+from saerl_zoo.zoo.integrity import check_catalog_files
 
 SAE_LENS_FILES = ("cfg.json", "sae_weights.safetensors")
 SPARSIFY_FILES = ("cfg.json", "sae.safetensors")
@@ -66,7 +67,6 @@ def load_sae_lens_folder(folder: Path, device: str = "cpu", dtype: str | None = 
     from sae_lens import SAE, SAEConfig
     from sae_lens.loading.pretrained_sae_loaders import sae_lens_disk_loader
 
-    from saerl_zoo.zoo.api import check_catalog_files
 
     for name in SAE_LENS_FILES:
         safe_join(folder, name)
@@ -121,7 +121,6 @@ def load_sparsify_folder(folder: Path, device: str = "cpu", dtype: str | None = 
     from safetensors.torch import load_file
     from sae_lens import TopKSAE, TopKSAEConfig
 
-    from saerl_zoo.zoo.api import check_catalog_files
 
     check_catalog_files(folder)
     cfg = _read_json(safe_join(folder, "cfg.json"))
@@ -213,36 +212,6 @@ def pickle_converters() -> set[str]:
         except (OSError, TypeError):
             pass
     return found
-
-
-def sae_lens_lookup(release: str, sae_id: str) -> dict[str, Any]:
-    """Resolve a sae-lens registry release/id offline: repo, folder, converter, expected metrics."""
-    import difflib
-
-    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-
-    directory = get_pretrained_saes_directory()
-    if release not in directory:
-        close = difflib.get_close_matches(release, list(directory), n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"{release!r} is not a release in sae-lens's pretrained registry{hint}")
-    info = directory[release]
-    if sae_id not in info.saes_map:
-        close = difflib.get_close_matches(sae_id, list(info.saes_map), n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"sae-lens release {release!r} has no SAE {sae_id!r}{hint}")
-    return {
-        "release": release,
-        "sae_id": sae_id,
-        "repo_id": info.repo_id,
-        "path": info.saes_map[sae_id],
-        "model": info.model,
-        "converter": info.conversion_func or "sae_lens",
-        "l0": info.expected_l0.get(sae_id),
-        "explained_variance": info.expected_var_explained.get(sae_id),
-        "norm_scaling_factor": info.norm_scaling_factor.get(sae_id),
-        "config_overrides": dict(info.config_overrides or {}),
-    }
 
 
 def load_sae_lens_release(release: str, sae_id: str, *, device: str = "cpu", dtype: str | None = None, force_download: bool = False) -> Any:

@@ -1,4 +1,4 @@
-"""Files of zoo artifacts: fetching through the Hugging Face cache, sha256 checks, safe paths.
+"""Files of zoo artifacts: fetching through the Hugging Face cache, sha256 checks, safe paths, sae-lens releases' Hub location.
 
 Downloads go through `huggingface_hub.snapshot_download`, so they land in the
 standard cache (`HF_HOME` / `HF_HUB_CACHE`), honour `HF_HUB_OFFLINE` (then
@@ -14,6 +14,7 @@ import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from saerl_zoo.errors import UserError
 from saerl_zoo.zoo.registry import CatalogError, check_relative_path
@@ -165,3 +166,33 @@ def cached_snapshot(repo_id: str, revision: str | None) -> Path | None:
         commit = ref.read_text().strip()
     snapshot = storage / "snapshots" / commit
     return snapshot if snapshot.is_dir() else None
+
+
+def sae_lens_lookup(release: str, sae_id: str) -> dict[str, Any]:
+    """Resolve a sae-lens registry release/id offline: repo, folder, converter, expected metrics."""
+    import difflib
+
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        close = difflib.get_close_matches(release, list(directory), n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"{release!r} is not a release in sae-lens's pretrained registry{hint}")
+    info = directory[release]
+    if sae_id not in info.saes_map:
+        close = difflib.get_close_matches(sae_id, list(info.saes_map), n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise KeyError(f"sae-lens release {release!r} has no SAE {sae_id!r}{hint}")
+    return {
+        "release": release,
+        "sae_id": sae_id,
+        "repo_id": info.repo_id,
+        "path": info.saes_map[sae_id],
+        "model": info.model,
+        "converter": info.conversion_func or "sae_lens",
+        "l0": info.expected_l0.get(sae_id),
+        "explained_variance": info.expected_var_explained.get(sae_id),
+        "norm_scaling_factor": info.norm_scaling_factor.get(sae_id),
+        "config_overrides": dict(info.config_overrides or {}),
+    }

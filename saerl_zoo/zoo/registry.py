@@ -528,6 +528,20 @@ class Catalog:
         return cat
 
 
+_CATALOG_CACHE: dict[tuple[str, str], Catalog] = {}
+
+
+def get_catalog(refresh: bool = False) -> Catalog:
+    """The merged catalog (built-in, pinned Hub catalogs, user files), cached per environment."""
+    files = [p for p in os.environ.get(CATALOG_ENV, "").split(os.pathsep) if p.strip()]
+    stamps = tuple((p, os.path.getmtime(p) if os.path.isfile(p) else None) for p in files)
+    key = (repr(stamps), os.environ.get(HUB_CATALOGS_ENV, ""))  # an edited user catalog is re-read
+    if refresh or key not in _CATALOG_CACHE:
+        _CATALOG_CACHE.clear()
+        _CATALOG_CACHE[key] = Catalog.load()
+    return _CATALOG_CACHE[key]
+
+
 def unknown_name_message(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     if not close:  # also match on the last part: "sae" -> "saerl-tiny-math/sae"
