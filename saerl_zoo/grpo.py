@@ -595,8 +595,8 @@ def save_checkpoint(out_dir: Path, step: int, model: Any, tokenizer: Any, optimi
     return final
 
 
-def _load_weights(model: Any, folder: Path) -> None:
-    """Load ``save_pretrained`` safetensors into ``model``; tied weights may be absent from the file."""
+def _read_safetensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor in ``folder``'s own ``*.safetensors`` files (not its subfolders)."""
     from safetensors.torch import load_file
 
     files = sorted(folder.glob("*.safetensors"))
@@ -605,13 +605,46 @@ def _load_weights(model: Any, folder: Path) -> None:
     weights: dict[str, torch.Tensor] = {}
     for file in files:
         weights.update(load_file(str(file)))
+    return weights
+
+
+def _refuse_mismatch(folder: Path, missing: list[str], unexpected: list[str]) -> None:
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {folder} does not match the model: missing {missing}, unexpected {unexpected}")
+
+
+def _load_weights(model: Any, folder: Path) -> None:
+    """Load ``save_pretrained`` safetensors into ``model``; tied weights may be absent from the file."""
+    if getattr(model, "peft_config", None):
+        _load_adapters(model, folder)
+        return
+    weights = _read_safetensors(folder)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     # a key missing from the file is fine only if it shares storage with a loaded one (tied embeddings)
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded_ptrs = {params[k].data_ptr() for k in weights if k in params}
     untied = [k for k in missing if k not in params or params[k].data_ptr() not in loaded_ptrs]
-    if untied or unexpected:
-        raise ValueError(f"checkpoint {folder} does not match the model: missing {untied}, unexpected {unexpected}")
+    _refuse_mismatch(folder, untied, unexpected)
+
+
+def _load_adapters(model: Any, folder: Path) -> None:
+    """Load a peft model's adapters as its ``save_pretrained`` wrote them.
+
+    Why not ``load_state_dict``: peft saves only the adapters (the frozen base
+    is the model passed in, as on the first run), the ``"default"`` one in
+    ``folder`` and any other in ``folder/<name>``, under names without the
+    adapter's name (``lora_A.weight`` for ``lora_A.default.weight``). peft's
+    own mapping translates them back; every key it expects must be there and
+    no other, so a checkpoint of another adapter is refused, not half loaded.
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    for name in model.peft_config:
+        where = folder if name == "default" else folder / name
+        weights = _read_safetensors(where)
+        expected = get_peft_model_state_dict(model, adapter_name=name)
+        _refuse_mismatch(where, sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys()))
+        set_peft_model_state_dict(model, weights, adapter_name=name)
 
 
 def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, stream: PromptStream) -> int:

@@ -358,9 +358,9 @@ class Killed(Exception):
     pass
 
 
-def _run(tmp_path, make_sampler, num_steps, kill_at=None, **extra):
+def _run(tmp_path, make_sampler, num_steps, kill_at=None, make_model=make_tiny_llama, **extra):
     tok = make_char_tokenizer()
-    model = make_tiny_llama(len(tok), seed=0)
+    model = make_model(len(tok), seed=0)
     rows = rows_(10)
 
     def callback(record):
@@ -399,6 +399,58 @@ def test_killed_run_resumes_with_the_same_next_batch_and_loss(tmp_path, make_sam
     logged = [json.loads(line) for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if r["type"] == "train"] == list(range(1, 8))  # the lost step 5 logged once
     assert len(list((tmp_path / "cut").glob("checkpoint-*"))) == 1  # keep_checkpoints=1
+
+
+def make_tiny_lora(vocab_size: int, seed: int = 0):
+    """A peft LoRA adapter on the tiny llama: only the adapter's weights are trained and checkpointed."""
+    from peft import LoraConfig, get_peft_model
+
+    base = make_tiny_llama(vocab_size, seed=seed)
+    torch.manual_seed(seed + 1)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    return get_peft_model(base, config)
+
+
+def _optimizer_state(folder):
+    return torch.load(next(folder.glob("checkpoint-*")) / "optimizer.pt", weights_only=True)
+
+
+def test_killed_lora_run_resumes_bit_identically(tmp_path):
+    """Kill a peft LoRA run after step 5, resume from step 4: weights, optimizer and batches equal a straight run."""
+    pytest.importorskip("peft")
+    make_sampler = lambda: RandomSampler(range(10), generator=torch.Generator().manual_seed(0))  # noqa: E731
+    full, full_model = _run(tmp_path / "full", make_sampler, 7, make_model=make_tiny_lora)
+    with pytest.raises(Killed):
+        _run(tmp_path / "cut", make_sampler, 7, kill_at=5, make_model=make_tiny_lora)
+    saved = latest_checkpoint(tmp_path / "cut") / "model"
+    assert not list(saved.glob("model*.safetensors")), "a LoRA checkpoint holds the adapter only"
+    resumed, resumed_model = _run(tmp_path / "cut", make_sampler, 7, make_model=make_tiny_lora)
+
+    keys = ("step", "indices", "loss", "reward", "grad_norm", "sample")
+    assert [{k: r[k] for k in keys} for r in resumed["train"]] == [{k: r[k] for k in keys} for r in full["train"]]
+    full_state, resumed_state = full_model.state_dict(), resumed_model.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    assert all(torch.equal(full_state[k], resumed_state[k]) for k in full_state)
+    a, b = _optimizer_state(tmp_path / "full"), _optimizer_state(tmp_path / "cut")
+    assert a["param_groups"] == b["param_groups"] and a["state"].keys() == b["state"].keys()
+    assert all(torch.equal(a["state"][i][k], b["state"][i][k]) for i in a["state"] for k in a["state"][i])
+    assert len(a["state"]) == sum(p.requires_grad for p in full_model.parameters())  # Adam moments for the adapter only
+
+
+def test_resume_refuses_a_lora_checkpoint_for_another_adapter(tmp_path):
+    """Adapter weights that do not fit the model's adapter are a one-line refusal, not a silent partial load."""
+    pytest.importorskip("peft")
+    from peft import LoraConfig, get_peft_model
+
+    make_sampler = lambda: RandomSampler(range(10), generator=torch.Generator().manual_seed(0))  # noqa: E731
+    _run(tmp_path, make_sampler, 2, make_model=make_tiny_lora)
+
+    def other_adapter(vocab_size, seed=0):
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj"])
+        return get_peft_model(make_tiny_llama(vocab_size, seed=seed), config)
+
+    with pytest.raises(ValueError, match=r"does not match the model: missing \[.*k_proj.*\], unexpected \[.*v_proj.*\]"):
+        _run(tmp_path, make_sampler, 3, make_model=other_adapter)
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
