@@ -34,6 +34,8 @@ import dataclasses
 import datetime
 import math
 import os
+import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,8 @@ from tqdm.auto import tqdm
 
 from saerl_zoo.storage import atomic_path, write_json
 
-__all__ = ["ARMS", "QUICK", "ReproConfig", "arm_sampler", "fit_artifacts", "run_reproduction", "summarize", "write_report"]
+__all__ = ["ARMS", "QUICK", "PoolFit", "ReproConfig", "arm_sampler", "fit_artifacts", "fit_pool", "run_reproduction", "summarize",
+           "write_report"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,45 +176,82 @@ def featurize_pool(kind: str, prompts: list[str], cache_dir: Path) -> Any:
     return featurize(prompts, model, tokenizer, sae, cache_dir=cache_dir / kind, progress=False)
 
 
-def fit_artifacts(features: Any, pool: dict[str, Any], *, n_clusters: int | None, seed: int) -> dict[str, Any]:
-    """Difficulty probe, quality probe and clusters on ``features``, scored against the ground truth."""
+@dataclasses.dataclass
+class PoolFit:
+    """The probes, clusters and curriculum fitted on one featurization of a labelled pool (see :func:`fit_pool`)."""
+
+    difficulty_probe: Any
+    quality_probe: Any
+    clustering: Any
+    curriculum: Any
+    unlabelled: list[int]  # prompts neither probe was fitted on: the only ones scored against the truth
+    vs_truth: dict[str, Any]  # tasks.evaluate_against_truth on the unlabelled prompts
+    cpu_seconds: dict[str, float]  # this process's CPU time per fit (wall time depends on the neighbours' load)
+
+
+def _cpu_timed(fit: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.process_time()
+    return fit(), time.process_time() - start
+
+
+def fit_pool(features: Any, pool: dict[str, Any], *, n_clusters: int | None, seed: int, batch_size: int = 8) -> PoolFit:
+    """Difficulty probe, quality probe, clusters and curriculum on ``features``, scored on the unlabelled prompts.
+
+    ``pool`` holds ``difficulty_rows`` / ``difficulty_targets`` (1 - pass
+    rate), ``quality_rows`` / ``quality_labels`` and ``truth``. One path for
+    every study that fits the SaeRL artifacts on a labelled pool, so they
+    all fit and score the same way; ``batch_size`` is only the saved
+    curriculum's sampler setting.
+    """
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
     from saerl_zoo.curriculum import curriculum_from_features
     from saerl_zoo.difficulty import DifficultyProbe
-    from saerl_zoo.diversity import cluster, purity
+    from saerl_zoo.diversity import cluster
     from saerl_zoo.quality import QualityProbe
     from saerl_zoo.tasks import evaluate_against_truth
 
     X = features
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # ElasticNetCV's small-alpha end of the path
-        difficulty = DifficultyProbe.fit(X[pool["difficulty_rows"]], pool["difficulty_targets"], seed=seed)
-        quality = QualityProbe.fit(X[pool["quality_rows"]], pool["quality_labels"], kind="logistic", seed=seed)
-    clustering = cluster(X, n_clusters, seed=seed)
+        difficulty, difficulty_cpu = _cpu_timed(
+            lambda: DifficultyProbe.fit(X[pool["difficulty_rows"]], pool["difficulty_targets"], seed=seed))
+        quality, quality_cpu = _cpu_timed(
+            lambda: QualityProbe.fit(X[pool["quality_rows"]], pool["quality_labels"], kind="logistic", seed=seed))
+    clustering, clusters_cpu = _cpu_timed(lambda: cluster(X, n_clusters, seed=seed))
     curriculum = curriculum_from_features(X, difficulty_probe=difficulty, quality_probe=quality, clustering=clustering,
-                                          seed=seed)
+                                          batch_size=batch_size, seed=seed)
     truth = pool["truth"]
+    unlabelled = sorted(set(range(len(truth))) - set(pool["difficulty_rows"]) - set(pool["quality_rows"]))
+    vs_truth = evaluate_against_truth(curriculum.difficulty[unlabelled], curriculum.quality[unlabelled],
+                                      [truth[n] for n in unlabelled])
+    return PoolFit(difficulty, quality, clustering, curriculum, unlabelled, vs_truth,
+                   {"difficulty": difficulty_cpu, "quality": quality_cpu, "clusters": clusters_cpu})
+
+
+def fit_artifacts(features: Any, pool: dict[str, Any], *, n_clusters: int | None, seed: int) -> dict[str, Any]:
+    """:func:`fit_pool`'s arrays and the metrics the reproduction reports."""
+    from saerl_zoo.diversity import purity
+
+    fit = fit_pool(features, pool, n_clusters=n_clusters, seed=seed)
+    curriculum, truth = fit.curriculum, pool["truth"]
     clean = np.array([t["quality"] == 1 for t in truth])
     families = np.array([t["family"] for t in truth])
     bad = ~clean
-    # probes are scored only on prompts neither was fitted on
-    unlabelled = sorted(set(range(len(truth))) - set(pool["difficulty_rows"]) - set(pool["quality_rows"]))
     metrics = {
-        "difficulty_probe_heldout": difficulty.metrics,
-        "quality_probe_heldout": quality.metrics,
-        "n_unlabelled": len(unlabelled),
-        **evaluate_against_truth(curriculum.difficulty[unlabelled], curriculum.quality[unlabelled],
-                                 [truth[n] for n in unlabelled]),
-        "n_clusters": int(clustering.config.n_clusters),
-        "cluster_purity_vs_family_clean": float(purity(clustering.labels[clean], families[clean])),
+        "difficulty_probe_heldout": fit.difficulty_probe.metrics,
+        "quality_probe_heldout": fit.quality_probe.metrics,
+        "n_unlabelled": len(fit.unlabelled),
+        **fit.vs_truth,
+        "n_clusters": int(fit.clustering.config.n_clusters),
+        "cluster_purity_vs_family_clean": float(purity(fit.clustering.labels[clean], families[clean])),
         "kept": int(curriculum.keep.sum()),
         "broken_share_pool": float(bad.mean()),
         "broken_share_kept": float(bad[curriculum.keep].mean()),
     }
-    return {"difficulty": curriculum.difficulty, "keep": curriculum.keep, "clusters": clustering.labels,
+    return {"difficulty": curriculum.difficulty, "keep": curriculum.keep, "clusters": fit.clustering.labels,
             "metrics": metrics}
 
 

@@ -57,7 +57,6 @@ import resource
 import shutil
 import sys
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -538,49 +537,34 @@ def curriculum_stats(curriculum: Any, truth: list[dict]) -> dict[str, Any]:
 
 
 def fit_and_score(X: Any, labels: dict[str, Any], truth: list[dict], args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
-    """Difficulty probe, quality probe, clusters and curriculum on one feature matrix, scored against the
-    truth on the prompts neither probe was fitted on."""
-    from sklearn.exceptions import ConvergenceWarning
-
-    from saerl_zoo.curriculum import curriculum_from_features
-    from saerl_zoo.difficulty import DifficultyProbe
+    """:func:`saerl_zoo.reproduce.fit_pool` on one feature matrix, with the study's extra metrics (purity at as
+    many clusters as true families, sparsity, the curriculum against the truth, what each fit cost)."""
     from saerl_zoo.diversity import cluster, purity
-    from saerl_zoo.quality import QualityProbe
-    from saerl_zoo.tasks import evaluate_against_truth
+    from saerl_zoo.reproduce import fit_pool
 
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # ElasticNetCV's small-alpha end of the path
+    pool = {"difficulty_rows": labels["difficulty_rows"], "difficulty_targets": 1.0 - np.asarray(labels["pass_rates"]),
+            "quality_rows": labels["quality_rows"], "quality_labels": labels["quality_labels"], "truth": truth}
+    fit = fit_pool(X, pool, n_clusters=None, seed=args.seed, batch_size=args.rl_prompts)
     families = np.array([t["family"] for t in truth])
-    with stopwatch() as fit_difficulty:
-        difficulty = DifficultyProbe.fit(X[labels["difficulty_rows"]], 1.0 - np.asarray(labels["pass_rates"]),
-                                         seed=args.seed)
-    with stopwatch() as fit_quality:
-        quality = QualityProbe.fit(X[labels["quality_rows"]], labels["quality_labels"], kind="logistic", seed=args.seed)
-    with stopwatch() as fit_clusters:
-        clustering = cluster(X, None, seed=args.seed)
     coarse = cluster(X, len(set(families)), seed=args.seed)  # as many clusters as true families: a harder test
-    curriculum = curriculum_from_features(X, difficulty_probe=difficulty, quality_probe=quality, clustering=clustering,
-                                          batch_size=args.rl_prompts, seed=args.seed)
-    unlabelled = sorted(set(range(len(truth))) - set(labels["difficulty_rows"]) - set(labels["quality_rows"]))
-    vs_truth = evaluate_against_truth(curriculum.difficulty[unlabelled], curriculum.quality[unlabelled],
-                                      [truth[n] for n in unlabelled])
     clean = np.array([t["quality"] == 1 for t in truth])
+    labels_ = fit.clustering.labels
     metrics = {
-        "difficulty_probe_heldout": difficulty.metrics,
-        "quality_probe_heldout": quality.metrics,
-        "difficulty_probe_nonzero_weights": int(np.count_nonzero(difficulty.weight)),
-        "unlabelled_pool": {"n": len(unlabelled), **vs_truth},
-        "n_clusters": int(clustering.config.n_clusters),
-        "cluster_purity_vs_family_clean": round(float(purity(clustering.labels[clean], families[clean])), 4),
-        "cluster_purity_vs_family_all": round(float(purity(clustering.labels, families)), 4),
+        "difficulty_probe_heldout": fit.difficulty_probe.metrics,
+        "quality_probe_heldout": fit.quality_probe.metrics,
+        "difficulty_probe_nonzero_weights": int(np.count_nonzero(fit.difficulty_probe.weight)),
+        "unlabelled_pool": {"n": len(fit.unlabelled), **fit.vs_truth},
+        "n_clusters": int(fit.clustering.config.n_clusters),
+        "cluster_purity_vs_family_clean": round(float(purity(labels_[clean], families[clean])), 4),
+        "cluster_purity_vs_family_all": round(float(purity(labels_, families)), 4),
         "n_families": len(set(families)),
         "family_k_purity_clean": round(float(purity(coarse.labels[clean], families[clean])), 4),
         "family_k_purity_all": round(float(purity(coarse.labels, families)), 4),
-        "curriculum": curriculum_stats(curriculum, truth),
+        "curriculum": curriculum_stats(fit.curriculum, truth),
         "nonzero_features_per_prompt": round(float(np.diff(X.indptr).mean()), 1),
-        "fit_cpu_seconds": {"difficulty": round(fit_difficulty["cpu"], 1), "quality": round(fit_quality["cpu"], 1),
-                            "clusters": round(fit_clusters["cpu"], 1)},
+        "fit_cpu_seconds": {name: round(seconds, 1) for name, seconds in fit.cpu_seconds.items()},
     }
-    return metrics, curriculum
+    return metrics, fit.curriculum
 
 
 def label_ceiling(labels: dict[str, Any], truth: list[dict]) -> float:
@@ -637,14 +621,16 @@ def served_stats(records: list[dict], truth: list[dict]) -> dict[str, float]:
             "mean_true_level_clean": round(float(np.mean(clean)), 3) if clean else None}
 
 
-def arm_sampler(arm: str, n: int, args: argparse.Namespace) -> Any:
-    """Vanilla GRPO's uniform shuffle of the whole pool, or the SaeRL curriculum built on SAE features."""
+def arm_sampler(arm: str, n: int, truth: list[dict], args: argparse.Namespace) -> Any:
+    """:func:`saerl_zoo.reproduce.arm_sampler` for vanilla GRPO or full SaeRL, on the curriculum stage 6 saved."""
     from saerl_zoo.curriculum import Curriculum
-    from saerl_zoo.sampler import SaeRLSampler
+    from saerl_zoo.reproduce import ARMS, ReproConfig
+    from saerl_zoo.reproduce import arm_sampler as reproduce_arm_sampler
 
-    if arm == "vanilla":
-        return SaeRLSampler(n, batch_size=args.rl_prompts, mixing=1.0, seed=args.seed)
-    return Curriculum.load(args.out / "curriculum_sae").sampler(batch_size=args.rl_prompts)
+    curriculum = Curriculum.load(args.out / "curriculum_sae")
+    artifacts = {"sae": {"difficulty": curriculum.difficulty, "keep": curriculum.keep, "clusters": curriculum.clusters}}
+    config = ReproConfig(prompts_per_step=args.rl_prompts, mixing=curriculum.sampler_kwargs["mixing"])
+    return reproduce_arm_sampler(ARMS[arm], args.seed, n, artifacts, truth, config)
 
 
 def stage_rl_arm(arm: str, args: argparse.Namespace, items: list[dict], truth: list[dict],
@@ -663,7 +649,7 @@ def stage_rl_arm(arm: str, args: argparse.Namespace, items: list[dict], truth: l
             bar.set_postfix(reward=f"{record.get('reward', 0):.3f}")
 
         with stopwatch() as took:
-            history = train(model, tokenizer, items, arm_sampler(arm, len(items), args), task_reward, config,
+            history = train(model, tokenizer, items, arm_sampler(arm, len(items), truth, args), task_reward, config,
                             callback=progress)
     records = history["train"]
     greedy, _ = rollout_scores(model, tokenizer, eval_rows, k=1, temperature=None, max_new_tokens=args.max_new_tokens,
