@@ -724,7 +724,8 @@ def train(
     ``out_dir`` set and ``resume=True``, a run continues from the latest
     checkpoint there: pass the same initial model, sampler and config (only
     ``num_steps`` may grow), and it loads the saved weights, optimiser state,
-    sampler position and RNG states. With ``kl_coef > 0`` and no
+    sampler position and RNG states (for a peft model, the adapters: its frozen
+    base is the model passed in). With ``kl_coef > 0`` and no
     ``ref_model``, a frozen copy of ``model`` as passed in is the reference,
     so on resume pass the *initial* model. ``callback(record)`` is called
     after every step and evaluation (raise from it to stop).

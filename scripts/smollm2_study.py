@@ -635,7 +635,7 @@ def arm_sampler(arm: str, n: int, truth: list[dict], args: argparse.Namespace) -
 
 def stage_rl_arm(arm: str, args: argparse.Namespace, items: list[dict], truth: list[dict],
                  eval_rows: list[dict], eval_truth: list[dict]) -> dict[str, Any]:
-    """One arm of the short run (LoRA, so no resume mid-arm: the arm's result file is the checkpoint)."""
+    """One arm of the short run (not checkpointed: the arm's result file is its cache)."""
     from saerl_zoo.grpo import GRPOConfig, train
     from saerl_zoo.rewards import task_reward
 
