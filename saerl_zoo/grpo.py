@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -578,16 +579,38 @@ def latest_checkpoint(out_dir: str | os.PathLike[str]) -> Path | None:
     return max(steps)[1] if steps else None
 
 
+def _frozen_digest(model: Any) -> str | None:
+    """sha256 of a peft model's frozen weights (None for any other model).
+
+    Why: a peft checkpoint holds only the adapters, so its frozen base is
+    whatever model the resuming call passes in; on other base weights the
+    "resumed" run would silently be another run. Computed once per
+    :func:`train` call (the base does not change while training).
+    """
+    if not getattr(model, "peft_config", None):
+        return None
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(out_dir: Path, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
-                    stream: PromptStream, config: GRPOConfig) -> Path:
-    """Write ``out_dir/checkpoint-<step>`` atomically: build it in a temp folder, then rename."""
+                    stream: PromptStream, config: GRPOConfig, *, frozen: str | None = None) -> Path:
+    """Write ``out_dir/checkpoint-<step>`` atomically: build it in a temp folder, then rename.
+
+    ``frozen`` is :func:`_frozen_digest` of the model, which :func:`load_checkpoint` checks.
+    """
     final = out_dir / f"{CHECKPOINT_PREFIX}{step:07d}"
     with atomic_folder(final) as tmp:  # a re-run of the same step replaces it
         model.save_pretrained(tmp / "model", safe_serialization=True)
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
             tokenizer.save_pretrained(tmp / "model")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save({"step": step, "stream": stream.state_dict(), "rng": get_rng_state()}, tmp / "trainer_state.pt")
+        torch.save({"step": step, "stream": stream.state_dict(), "rng": get_rng_state(), "frozen": frozen},
+                   tmp / "trainer_state.pt")
         (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     old = sorted(p for p in out_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir() and p != final)
     for path in old[: max(0, len(old) + 1 - config.keep_checkpoints)]:
@@ -647,15 +670,20 @@ def _load_adapters(model: Any, folder: Path) -> None:
         set_peft_model_state_dict(model, weights, adapter_name=name)
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, stream: PromptStream) -> int:
+def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, stream: PromptStream, *,
+                    frozen: str | None = None) -> int:
     """Restore a checkpoint written by this loop; returns its step.
 
     Only files this loop wrote are read, and with ``weights_only=True`` (no
-    arbitrary pickles are executed).
+    arbitrary pickles are executed). ``frozen`` (:func:`_frozen_digest` of
+    ``model``) must be the one the checkpoint was saved with.
     """
+    state = torch.load(path / "trainer_state.pt", weights_only=True)
+    if state.get("frozen") != frozen:
+        raise ValueError(f"checkpoint {path} was trained on other frozen base weights than the model passed in; "
+                         "pass the run's initial model, or use another out_dir or resume=False")
     _load_weights(model, path / "model")
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    state = torch.load(path / "trainer_state.pt", weights_only=True)
     stream.load_state_dict(state["stream"])
     set_rng_state(state["rng"])  # last: replaying the sampler above borrows the global RNGs
     return int(state["step"])
@@ -738,12 +766,13 @@ def train(
     model.eval()  # no dropout: the policy ratio is exactly 1 on the first pass
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     stream = PromptStream(sampler)
+    frozen = _frozen_digest(model)
 
     step, records = 0, []
     checkpoint = latest_checkpoint(out_dir) if out_dir is not None and config.resume else None
     if checkpoint is not None:
         _check_resumable(checkpoint, config)
-        step = load_checkpoint(checkpoint, model, optimizer, stream)
+        step = load_checkpoint(checkpoint, model, optimizer, stream, frozen=frozen)
         records = _read_log(out_dir, step)
         if config.log:
             print(f"resumed from {checkpoint} at step {step}", flush=True)
@@ -784,7 +813,7 @@ def train(
             run_eval()
         due = step == config.num_steps or (config.checkpoint_every > 0 and step % config.checkpoint_every == 0)
         if out_dir is not None and due:
-            save_checkpoint(out_dir, step, model, tokenizer, optimizer, stream, config)
+            save_checkpoint(out_dir, step, model, tokenizer, optimizer, stream, config, frozen=frozen)
     return {
         "train": [r for r in records if r["type"] == "train"],
         "eval": [r for r in records if r["type"] == "eval"],

@@ -12,6 +12,7 @@ from torch.utils.data import RandomSampler
 from saerl_zoo.grpo import (
     GRPOConfig,
     PromptStream,
+    _load_weights,
     completion_logprobs,
     group_advantages,
     grpo_loss,
@@ -437,20 +438,26 @@ def test_killed_lora_run_resumes_bit_identically(tmp_path):
     assert len(a["state"]) == sum(p.requires_grad for p in full_model.parameters())  # Adam moments for the adapter only
 
 
-def test_resume_refuses_a_lora_checkpoint_for_another_adapter(tmp_path):
+def test_lora_weights_for_another_adapter_are_refused(tmp_path):
     """Adapter weights that do not fit the model's adapter are a one-line refusal, not a silent partial load."""
     pytest.importorskip("peft")
     from peft import LoraConfig, get_peft_model
 
+    make_tiny_lora(40).save_pretrained(tmp_path, safe_serialization=True)
+    other = get_peft_model(make_tiny_llama(40), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj"]))
+    with pytest.raises(ValueError, match=r"does not match the model: missing \[.*k_proj.*\], unexpected \[.*v_proj.*\]"):
+        _load_weights(other, tmp_path)
+
+
+def test_resume_refuses_a_lora_checkpoint_on_another_base(tmp_path):
+    """The checkpoint holds only the adapter: resuming it on other base weights would silently be another run."""
+    pytest.importorskip("peft")
     make_sampler = lambda: RandomSampler(range(10), generator=torch.Generator().manual_seed(0))  # noqa: E731
     _run(tmp_path, make_sampler, 2, make_model=make_tiny_lora)
-
-    def other_adapter(vocab_size, seed=0):
-        config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj"])
-        return get_peft_model(make_tiny_llama(vocab_size, seed=seed), config)
-
-    with pytest.raises(ValueError, match=r"does not match the model: missing \[.*k_proj.*\], unexpected \[.*v_proj.*\]"):
-        _run(tmp_path, make_sampler, 3, make_model=other_adapter)
+    with pytest.raises(ValueError, match=r"^checkpoint \S+ was trained on other frozen base weights than the model passed in"):
+        _run(tmp_path, make_sampler, 3, make_model=lambda vocab_size, seed=0: make_tiny_lora(vocab_size, seed=1))
+    history, _ = _run(tmp_path, make_sampler, 3, make_model=make_tiny_lora)  # the same base resumes
+    assert [r["step"] for r in history["train"]] == [1, 2, 3]
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
