@@ -25,7 +25,7 @@ _EXPORTS = {
     "cluster": "saerl_zoo.diversity",
     "Clustering": "saerl_zoo.diversity",
     "SaeRLSampler": "saerl_zoo.sampler",
-    "quality_mask": "saerl_zoo.sampler",
+    "quality_mask": "saerl_zoo.quality",
     "Curriculum": "saerl_zoo.curriculum",
     "build_curriculum": "saerl_zoo.curriculum",
     "curriculum_from_features": "saerl_zoo.curriculum",

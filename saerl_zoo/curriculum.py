@@ -25,8 +25,8 @@ from saerl_zoo.featurizer import featurize
 from saerl_zoo.hooks import resolve
 from saerl_zoo.pacing import Pacing, competence, known_mean, pacing_figures, stage_cuts
 from saerl_zoo.probe import as_features
-from saerl_zoo.quality import QualityProbe
-from saerl_zoo.sampler import SaeRLSampler, quality_mask
+from saerl_zoo.quality import QualityProbe, quality_mask
+from saerl_zoo.sampler import SaeRLSampler
 from saerl_zoo.zoo.api import load_sae
 from saerl_zoo.storage import atomic_path, read_json, read_tensors, write_json, write_tensors
 

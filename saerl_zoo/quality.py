@@ -16,7 +16,7 @@ import numpy as np
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
 
-from saerl_zoo.sampler import quality_mask
+from saerl_zoo.arrays import ArrayLike, check_finite, to_vector
 from saerl_zoo.probe import (
     LinearProbe,
     as_features,
@@ -27,6 +27,29 @@ from saerl_zoo.probe import (
 
 QualityKind = Literal["logistic", "ridge"]
 _ALPHAS = np.logspace(-3, 3, 13)
+
+
+def quality_mask(
+    scores: ArrayLike, threshold: float | None = None, keep_fraction: float | None = None
+) -> np.ndarray:
+    """Boolean ``keep`` mask from quality-probe scores (higher = better).
+
+    Give exactly one of ``threshold`` (keep ``scores >= threshold``) or
+    ``keep_fraction`` (keep the best ``max(1, round(keep_fraction * n))``
+    prompts). Equal scores are broken by lower index first, so the same
+    scores always give the same mask.
+    """
+    if (threshold is None) == (keep_fraction is None):
+        raise ValueError("give exactly one of threshold or keep_fraction")
+    scores = check_finite(to_vector(scores, "scores"), "scores")
+    if threshold is not None:
+        return scores >= threshold
+    if not 0 < keep_fraction <= 1:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
+    count = max(1, round(keep_fraction * len(scores)))
+    mask = np.zeros(len(scores), dtype=bool)
+    mask[np.argsort(-scores, kind="stable")[:count]] = True
+    return mask
 
 
 def _fit(X, y, kind: QualityKind, seed: int, reg: float | None) -> tuple[np.ndarray, float, float]:

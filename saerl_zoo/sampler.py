@@ -39,72 +39,15 @@ import hashlib
 import itertools
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
-import numpy.typing as npt
-import torch
 from torch.utils.data import Sampler
 
+from saerl_zoo.arrays import ArrayLike, check_finite, check_int, to_vector
 from saerl_zoo.pacing import Pacing, competence, stage_cuts
 
-
-__all__ = ["Feedback", "SaeRLSampler", "quality_mask"]
-
-ArrayLike = Union[npt.ArrayLike, torch.Tensor]
-
-
-def _to_numpy(values: ArrayLike, name: str, n: int | None = None) -> np.ndarray:
-    """One 1-D numpy view of lists, arrays and (possibly GPU) tensors alike."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if n is not None and len(array) != n:
-        raise ValueError(f"{name} has length {len(array)}, expected n={n}")
-    return array
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_finite(array: np.ndarray, name: str) -> np.ndarray:
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise ValueError(f"{name} must be real numbers, got dtype {array.dtype}")
-    array = array.astype(np.float64)
-    bad = np.flatnonzero(~np.isfinite(array))
-    if len(bad):
-        raise ValueError(f"{name} has {len(bad)} NaN/inf values (first at index {bad[0]})")
-    return array
-
-
-def quality_mask(
-    scores: ArrayLike, threshold: float | None = None, keep_fraction: float | None = None
-) -> np.ndarray:
-    """Boolean ``keep`` mask from quality-probe scores (higher = better).
-
-    Give exactly one of ``threshold`` (keep ``scores >= threshold``) or
-    ``keep_fraction`` (keep the best ``max(1, round(keep_fraction * n))``
-    prompts). Equal scores are broken by lower index first, so the same
-    scores always give the same mask.
-    """
-    if (threshold is None) == (keep_fraction is None):
-        raise ValueError("give exactly one of threshold or keep_fraction")
-    scores = _check_finite(_to_numpy(scores, "scores"), "scores")
-    if threshold is not None:
-        return scores >= threshold
-    if not 0 < keep_fraction <= 1:
-        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
-    count = max(1, round(keep_fraction * len(scores)))
-    mask = np.zeros(len(scores), dtype=bool)
-    mask[np.argsort(-scores, kind="stable")[:count]] = True
-    return mask
+__all__ = ["Feedback", "SaeRLSampler"]
 
 
 def _chunk(order: np.ndarray, global_batch: int) -> list[np.ndarray]:
@@ -353,14 +296,14 @@ class SaeRLSampler(Sampler[int]):
         competence: str = "linear",
         initial_competence: float = 0.01,
     ) -> None:
-        self.n = _check_int(n, "n", 1)
-        self.batch_size = _check_int(batch_size, "batch_size", 1)
-        self.num_replicas = _check_int(num_replicas, "num_replicas", 1)
-        self.rank = _check_int(rank, "rank", 0)
+        self.n = check_int(n, "n", 1)
+        self.batch_size = check_int(batch_size, "batch_size", 1)
+        self.num_replicas = check_int(num_replicas, "num_replicas", 1)
+        self.rank = check_int(rank, "rank", 0)
         if self.rank >= self.num_replicas:
             raise ValueError(f"rank must be in [0, num_replicas={self.num_replicas}), got {rank}")
         # default_rng((seed, epoch)) only accepts non-negative entropy.
-        self.seed = _check_int(seed, "seed", 0)
+        self.seed = check_int(seed, "seed", 0)
         if isinstance(mixing, bool) or not isinstance(mixing, (int, float, np.floating, np.integer)):
             raise ValueError(f"mixing must be a number in [0, 1], got {mixing!r}")
         if not 0 <= mixing <= 1:
@@ -375,7 +318,7 @@ class SaeRLSampler(Sampler[int]):
         if keep is None:
             keep_mask = np.ones(self.n, dtype=bool)
         else:
-            keep_mask = _to_numpy(keep, "keep", self.n)
+            keep_mask = to_vector(keep, "keep", self.n)
             if keep_mask.dtype != np.bool_:
                 raise ValueError(
                     f"keep must be a boolean mask, got dtype {keep_mask.dtype} "
@@ -387,14 +330,14 @@ class SaeRLSampler(Sampler[int]):
 
         self._clusters = None
         if clusters is not None:
-            labels = _to_numpy(clusters, "clusters", self.n)
+            labels = to_vector(clusters, "clusters", self.n)
             if not np.issubdtype(labels.dtype, np.integer):
                 raise ValueError(f"clusters must be integer labels, got dtype {labels.dtype}")
             self._clusters = labels.astype(np.int64)
 
         self._difficulty = None
         if difficulty is not None:
-            self._difficulty = _check_finite(_to_numpy(difficulty, "difficulty", self.n), "difficulty")
+            self._difficulty = check_finite(to_vector(difficulty, "difficulty", self.n), "difficulty")
         if self.pacing.active and self._difficulty is None:
             raise ValueError(f"pacing ({self.pacing}) orders prompts by difficulty: give difficulty, or stages=1")
 
@@ -446,7 +389,7 @@ class SaeRLSampler(Sampler[int]):
         one keeps the cursor, so a training loop that calls ``set_epoch``
         right after :meth:`load_state_dict` still resumes mid-epoch.
         """
-        epoch = _check_int(epoch, "epoch", 0)
+        epoch = check_int(epoch, "epoch", 0)
         if epoch != self.epoch:
             self._cursor = 0
         self.epoch = epoch
@@ -580,9 +523,9 @@ class SaeRLSampler(Sampler[int]):
                 f"state_dict was saved for a different sampler: {', '.join(differ)} differ "
                 f"(saved {fingerprint}, this sampler {self._fingerprint})"
             )
-        epoch = _check_int(state["epoch"], "epoch", 0)
-        seed = _check_int(state["seed"], "seed", 0)
-        cursor = _check_int(state["cursor"], "cursor", 0)
+        epoch = check_int(state["epoch"], "epoch", 0)
+        seed = check_int(state["seed"], "seed", 0)
+        cursor = check_int(state["cursor"], "cursor", 0)
         if cursor > len(self):
             raise ValueError(f"cursor {cursor} is past the epoch length {len(self)}")
         if self.feedback is not None:

@@ -151,3 +151,26 @@ def test_saerl_zoo_has_no_import_cycle() -> None:
     assert not cycles, "import cycles in saerl_zoo/: " + "; ".join(
         _cycle_path(group, graph) for group in cycles
     )
+
+
+# The data flow, as layers: a module may import its own layer or an earlier one, never a later one.
+LAYERS = {
+    "features": ["saerl_zoo.featurizer", "saerl_zoo.hooks", "saerl_zoo.models"],
+    "properties": ["saerl_zoo.probe", "saerl_zoo.difficulty", "saerl_zoo.quality", "saerl_zoo.diversity"],
+    "order": ["saerl_zoo.pacing", "saerl_zoo.sampler", "saerl_zoo.feedback", "saerl_zoo.curriculum"],
+    "trainer": ["saerl_zoo.grpo", "saerl_zoo.adapters.trl", "saerl_zoo.adapters.openrlhf", "saerl_zoo.adapters.verl"],
+}
+
+
+def test_imports_follow_the_data_flow() -> None:
+    """prompts → features → properties → order → trainer: no module imports a later stage directly."""
+    graph = import_graph()
+    rank = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
+    assert set(rank) <= set(graph), f"LAYERS names modules that do not exist: {sorted(set(rank) - set(graph))}"
+    backwards = sorted(
+        f"{module} → {target}"
+        for module in rank
+        for target in graph[module]
+        if rank.get(target, -1) > rank[module]
+    )
+    assert not backwards, "imports against the data flow: " + "; ".join(backwards)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from saerl_zoo.pacing import competence, stage_cuts
-from saerl_zoo.sampler import SaeRLSampler, quality_mask
+from saerl_zoo.quality import quality_mask
+from saerl_zoo.sampler import SaeRLSampler
 
 # every pacing design the invariants must hold for: unpaced, stages, competence
 # over a run shorter than the epoch, longer than it, and starting from nothing
