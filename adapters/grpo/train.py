@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     from saerl_zoo.rewards import math_row_reward, task_reward
 
     rows = load_rows(args.prompts or default_path("prompts.jsonl"))
+    sampler = prompt_sampler(args, rows)  # before the model: a curriculum of other rows fails fast
     model, tokenizer = load_model(args.model or default_path("model"), device=args.device)
     reward = {"math": math_row_reward, "task": task_reward}[args.reward or ("task" if args.prompts is None else "math")]
     config = GRPOConfig(
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         lr=args.lr, dr_grpo=args.dr_grpo, num_steps=args.num_steps, checkpoint_every=args.checkpoint_every,
         seed=args.seed, out_dir=str(args.out),
     )
-    return train(model, tokenizer, rows, prompt_sampler(args, rows), reward, config)
+    return train(model, tokenizer, rows, sampler, reward, config)
 
 
 if __name__ == "__main__":

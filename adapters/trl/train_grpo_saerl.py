@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from saerl_zoo.extras import exit_unless_installed
 
@@ -57,7 +58,7 @@ def reward_function(kind: str):
     return reward
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> Any:
     exit_unless_installed("trl", "adapters/trl/train_grpo_saerl.py")
     from datasets import Dataset
     from transformers.trainer_utils import get_last_checkpoint
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     last = training_args.resume_from_checkpoint or (get_last_checkpoint(str(output)) if output.is_dir() else None)
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(training_args.output_dir)
+    return trainer
 
 
 if __name__ == "__main__":
