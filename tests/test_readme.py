@@ -7,7 +7,7 @@ like code:
   interpreter per block, in a folder where the README's main job has already
   written `runs/demo` (the blocks may use its output, as a reader would);
 * every command line in the other blocks (`saerl-zoo ...`, `python -m ...`,
-  `python scripts/...`, `torchrun ... -m ...`) is resolved to its command, runs
+  `python scripts/...`, `python adapters/...`, `torchrun ... -m ...`) is resolved to its command, runs
   with `--help`, and each `--option` the line uses must be one that command
   accepts;
 * every `from saerl_zoo... import name` written in the README, a docstring or a
@@ -135,7 +135,7 @@ def _helpable(command: str) -> tuple[str, list[str]] | None:
         return "argv", [sys.executable, "-m", module, *tokens[tokens.index("-m") + 2 :]]
     if _is_python(tokens[0]) and len(tokens) > 2 and tokens[1] == "-m" and tokens[2].split(".")[0] in ("saerl_zoo", "benchmarks"):
         return "argv", [sys.executable, *tokens[1:]]
-    if _is_python(tokens[0]) and len(tokens) > 1 and tokens[1].startswith("scripts/"):
+    if _is_python(tokens[0]) and len(tokens) > 1 and tokens[1].startswith(("scripts/", "adapters/")):
         return "argv", [sys.executable, *tokens[1:]]
     return None
 
