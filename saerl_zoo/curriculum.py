@@ -508,3 +508,27 @@ def write_report(curriculum: Curriculum, out_dir: str | os.PathLike[str], levels
         tmp.write_text("\n".join(lines) + "\n")
     plot = plot_curriculum(curriculum, out_dir / "curriculum.png", summary)
     return {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "plot": plot}
+
+
+def default_curriculum(prompts: Sequence[str], save_to: str | os.PathLike[str] | None = None, **kwargs: Any) -> Curriculum:
+    """A curriculum over ``prompts`` scored by the embedded default: its policy, SAE and both probes.
+
+    Why: the runnable examples under ``adapters/`` must work on a fresh CPU
+    machine with nothing downloaded. The scores are only meaningful for prompts
+    like the embedded pool; for your own model build the curriculum with
+    ``saerl-zoo curriculum --model ... --sae ... --difficulty-probe ... --quality-probe ...``.
+    ``save_to`` saves it there (a folder :meth:`Curriculum.load` reads);
+    ``kwargs`` go to :func:`build_curriculum` (``batch_size``, ``mixing``, ``seed``, ...).
+    """
+    from saerl_zoo.embedded import default_path, load_default_model
+
+    model, tokenizer = load_default_model()
+    result = build_curriculum(
+        list(prompts), model, tokenizer, default_path("sae"),
+        difficulty_probe=DifficultyProbe.load(default_path("difficulty_probe")),
+        quality_probe=QualityProbe.load(default_path("quality_probe")),
+        **kwargs,
+    )
+    if save_to is not None:
+        result.save(save_to)
+    return result

@@ -6,8 +6,8 @@ like code:
 * every ```python block of README.md runs verbatim, in order, in one fresh
   interpreter per block, in a folder where the README's main job has already
   written `runs/demo` (the blocks may use its output, as a reader would);
-* every command line in the other blocks (`saerl-zoo ...`, `python -m ...`,
-  `python scripts/...`, `torchrun ... -m ...`) is resolved to its command, runs
+* every command line in the other blocks of README.md and adapters/*/README.md (`saerl-zoo ...`, `python -m ...`,
+  `python scripts/...`, `python adapters/...`, `torchrun ... -m ...`) is resolved to its command, runs
   with `--help`, and each `--option` the line uses must be one that command
   accepts;
 * every `from saerl_zoo... import name` written in the README, a docstring or a
@@ -133,14 +133,18 @@ def _helpable(command: str) -> tuple[str, list[str]] | None:
     if tokens[0] in ("torchrun", "accelerate") and "-m" in tokens:
         module = tokens[tokens.index("-m") + 1]
         return "argv", [sys.executable, "-m", module, *tokens[tokens.index("-m") + 2 :]]
+    if tokens[:2] == ["accelerate", "launch"] and len(tokens) > 2 and tokens[2].endswith(".py"):
+        return "argv", [sys.executable, *tokens[2:]]
     if _is_python(tokens[0]) and len(tokens) > 2 and tokens[1] == "-m" and tokens[2].split(".")[0] in ("saerl_zoo", "benchmarks"):
         return "argv", [sys.executable, *tokens[1:]]
-    if _is_python(tokens[0]) and len(tokens) > 1 and tokens[1].startswith("scripts/"):
+    if _is_python(tokens[0]) and len(tokens) > 1 and tokens[1].startswith(("scripts/", "adapters/")):
         return "argv", [sys.executable, *tokens[1:]]
     return None
 
 
-CLI_LINES = [line for line in command_lines(README.read_text()) if _helpable(line) is not None]
+# the README and each trainer's README under adapters/ (their examples are what users copy)
+CLI_DOCS = [README, *sorted(ROOT.glob("adapters/*/README.md"))]
+CLI_LINES = sorted({line for doc in CLI_DOCS for line in command_lines(doc.read_text()) if _helpable(line) is not None})
 
 
 def test_readme_has_cli_lines() -> None:

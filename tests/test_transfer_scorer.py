@@ -42,6 +42,18 @@ def test_same_policy_is_not_a_transfer(host, tiny_sae, tmp_path):
         assert check_policy(curriculum, "org/host")["transfer"] is False
 
 
+def test_runtime_config_flags_do_not_make_the_scorer_another_model(host, tiny_sae, tmp_path):
+    curriculum = scored_curriculum(host, tiny_sae, tmp_path)
+    host.config.use_cache = False  # what TRL's GRPOTrainer does to the policy when gradient checkpointing is on
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert check_policy(curriculum, host)["transfer"] is False
+        assert host.config.use_cache is False  # fingerprinting leaves the model as it was
+    finally:
+        host.config.use_cache = True
+
+
 def test_another_policy_warns_or_raises(host, tiny_sae, tmp_path, tokenizer):
     curriculum = scored_curriculum(host, tiny_sae, tmp_path)
     other = make_tiny_llama(len(tokenizer), hidden=48, seed=1)

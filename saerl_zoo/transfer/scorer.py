@@ -25,9 +25,22 @@ class ScorerTransferWarning(UserWarning):
     """A curriculum is used to train a policy other than the model that scored it."""
 
 
+# Config fields a trainer flips at run time without changing the model: hashed at their saved default, so
+# TRL turning `use_cache` off for gradient checkpointing does not make the scorer itself look like another model.
+RUNTIME_CONFIG = {"use_cache": True}
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """A short hash of a model's config and first block's weights: the same model under any path or name."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    config = model.config
+    runtime = {key: getattr(config, key) for key in RUNTIME_CONFIG if hasattr(config, key)}
+    try:
+        for key in runtime:
+            setattr(config, key, RUNTIME_CONFIG[key])
+        digest = hashlib.sha256(config.to_json_string(use_diff=False).encode())
+    finally:
+        for key, value in runtime.items():
+            setattr(config, key, value)
     first = next(decoder_layers(model)[0].parameters())
     digest.update(first.detach().float().flatten()[:65536].cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
