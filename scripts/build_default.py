@@ -323,12 +323,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def save_policy(model, tokenizer, final_dir: Path) -> None:
     """safetensors weights + tokenizer, swapped into place in one step.  The
     tokenizer class is recorded as PreTrainedTokenizerFast (not transformers
-    5's TokenizersBackend alias) so older transformers load it too."""
+    5's TokenizersBackend alias) so older transformers load it too, and its
+    inputs as ids + mask only: transformers 4.x would add token_type_ids,
+    which a Llama's `generate` refuses (TRL passes them on)."""
     tmp = staging_dir(final_dir)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     config = json.loads((tmp / "tokenizer_config.json").read_text())
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config["model_input_names"] = ["input_ids", "attention_mask"]
     write_json(tmp / "tokenizer_config.json", config)
     replace_dir(tmp, final_dir)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The TRL adapter's tests on the oldest trl and transformers that pyproject.toml allows.
+# The TRL adapter's tests and example on the oldest trl and transformers that pyproject.toml allows.
 #
 # Why: the adapter hooks into Trainer internals whose order changed between transformers 4.x and 5.x
 # (resume once broke on 4.x only), so the floors are tested, not just the newest releases.
@@ -35,4 +35,4 @@ for name, floor in zip(("transformers", "trl"), floors):
     assert ok, f"overlay not in effect: {name} {version} from {module.__file__}, want {floor} from {overlay}"
     print(f"oldest pins: {name} {version}")
 PY
-python -m pytest -q tests/test_adapter_trl.py
+python -m pytest -q tests/test_adapter_trl.py "tests/test_adapter_examples.py::test_trl_example_builds_its_curriculum_trains_in_saerl_order_and_resumes"
