@@ -625,15 +625,16 @@ def _parse(text: str) -> tuple[str, Any] | None:
 def final_answer(completion: str) -> str | None:
     """The part of ``completion`` that holds its final answer, or None if it has none.
 
-    A worked solution (:data:`WORKED_FAMILIES`) writes steps with ``=`` and
-    ends with ``#<answer>``: its answer is what follows the last ``#``, and a
-    worked solution cut off before any ``#`` has no answer (its first number
-    is a step, which must never be scored as the answer).  A direct answer
-    (no ``#`` and no ``=``) is the whole completion.
+    A worked solution (:data:`WORKED_FAMILIES`) writes its steps with ``=`` on
+    one line and ends with ``#<answer>``: its answer is what follows the last
+    ``#``, and a worked solution cut off before any ``#`` (an ``=`` on its first
+    line) has no answer: its first number is a step, which must never be scored
+    as the answer.  A direct answer is the whole completion (whatever a
+    rambling policy writes on later lines, e.g. a new ``Q: 1 + 1 =``).
     """
     if "#" in completion:
         return completion.rsplit("#", 1)[1]
-    if "=" in completion:
+    if "=" in completion.split("\n", 1)[0]:
         return None
     return completion
 
