@@ -207,12 +207,15 @@ def train_lm(model, examples: list[list[int]], pad_id: int, args) -> None:
 def complete(model, tokenizer, prompts: list[str], *, k: int = 1, temperature: float = 0.0,
              max_new_tokens: int = 10, batch_size: int = 256, seed: int = 0) -> list[list[str]]:
     """``k`` completions per prompt: greedy if temperature == 0, else plain
-    temperature sampling over the full vocabulary."""
+    temperature sampling over the full vocabulary.  Prompts are batched in
+    order of length (a batch generates until its longest answer ends, and a
+    worked solution's length grows with its prompt's), results in input order."""
     torch.manual_seed(seed)
     flat = [p for p in prompts for _ in range(k)]
+    order = sorted(range(len(flat)), key=lambda i: len(flat[i]))
     out: list[str] = []
     for start in range(0, len(flat), batch_size):
-        batch = flat[start : start + batch_size]
+        batch = [flat[i] for i in order[start : start + batch_size]]
         enc = tokenizer(batch, return_tensors="pt", padding=True, padding_side="left")
         sampling = temperature > 0
         gen = model.generate(
@@ -221,7 +224,10 @@ def complete(model, tokenizer, prompts: list[str], *, k: int = 1, temperature: f
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         )
         out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return [out[i * k : (i + 1) * k] for i in range(len(prompts))]
+    texts = [""] * len(flat)
+    for i, text in zip(order, out):
+        texts[i] = text
+    return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 def accuracy_table(model, tokenizer, items: list[dict], truth: list[dict], *, k: int = 1, reduce: str = "mean",
@@ -499,7 +505,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, table in tables.items():
         print_table(f"   {name} on {len(eval_items)} held-out problems (T=1, {args.k} samples where sampled)", table)
     info["lm"] = {"params": sum(p.numel() for p in model.parameters()), "eval_problems": len(eval_items), **tables}
-    write_json(out / "competence.json", {"command": info["command"], **info["lm"]})
+    write_json(out / "competence.json", {"command": info["command"], "k": args.k, "max_new_tokens": args.max_new_tokens,
+                                         "seed": args.seed, **info["lm"]})
     if args.stop_after == "lm":
         return
 

@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     eval_items = read_jsonl(args.testbed / "eval_prompts.jsonl")
     eval_truth = read_jsonl(args.testbed / "eval_truth.jsonl")
     curve_rows = stratified_subset(eval_items, eval_truth, args.eval_per_cell)
+    before = json.loads((args.testbed / "competence.json").read_text())
+    settings = {"k": args.k, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    if any(before.get(key) != value for key, value in settings.items()):
+        sys.exit(f"error: {args.testbed / 'competence.json'} was measured with "
+                 f"{ {key: before.get(key) for key in settings} }, not {settings}: before and after would not compare")
     model, tokenizer = load_model(args.testbed / "model")
     config = GRPOConfig(
         prompts_per_step=args.prompts_per_step, group_size=args.group_size, max_new_tokens=args.max_new_tokens,
@@ -97,7 +102,6 @@ def main(argv: list[str] | None = None) -> None:
     history = train(model, tokenizer, pool, sampler, task_reward, config, eval_rows=curve_rows,
                     callback=lambda r: r["type"] == "eval" and log(f"step {r['step']}: held-out subset {r['accuracy']:.3f}"))
     seconds = time.time() - start
-    before = json.loads((args.testbed / "competence.json").read_text())
     after = competence(model, tokenizer, eval_items, eval_truth, k=args.k, max_new_tokens=args.max_new_tokens,
                        seed=args.seed)
     steps = history["train"]
