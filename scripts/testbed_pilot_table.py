@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""The pilot table (markdown) from the ``result.json`` of testbed_pilot.py runs.
+"""Markdown tables of the test bed: the starting policy's competence by level
+(from a build's ``competence.json``) and the pilots (``result.json`` of each
+testbed_pilot.py run).
 
-Run:  python scripts/testbed_pilot_table.py runs/pilots/* > benchmarks/results/testbed_pilots.md
+Run:  python scripts/testbed_pilot_table.py runs/testbed runs/pilots/* > benchmarks/results/testbed_pilots.md
 """
 
 from __future__ import annotations
@@ -28,7 +30,27 @@ def row(result: dict) -> str:
             f"`{result['command']}` |")
 
 
+def competence_tables(competence: dict) -> str:
+    """Greedy accuracy, sampled accuracy and pass@k by family x level, with the command."""
+    out = [f"Command: `{competence['command']}` ({competence['eval_problems']} held-out problems)\n"]
+    for name in ("greedy_accuracy", "sampled_accuracy", f"pass@{competence['k']}"):
+        table = competence[name]
+        levels = list(table["ALL"])
+        out += [f"**{name}**\n", "| family | " + " | ".join(f"L{lvl}" for lvl in levels) + " | mean |",
+                "|---" * (len(levels) + 2) + "|"]
+        out += [f"| {family} | " + " | ".join(f"{row[lvl]:.2f}" for lvl in levels)
+                + f" | {sum(row.values()) / len(row):.3f} |" for family, row in table.items()]
+        out.append("")
+    return "\n".join(out)
+
+
 def main(folders: list[str]) -> None:
+    for folder in folders:
+        path = Path(folder) / "competence.json"
+        if path.exists():
+            print(f"## Starting policy ({folder})\n")
+            print(competence_tables(json.loads(path.read_text())))
+    print("## Vanilla GRPO pilots\n")
     print("| lr | G x prompts | T | PPO epochs | KL | steps | greedy (held-out, mean over levels) | gain (pts) "
           "| sampled | pass@8 | greedy curve on the stratified subset (step:acc) | s/step | command |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
