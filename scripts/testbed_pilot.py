@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     command = " ".join(["python scripts/testbed_pilot.py", *(sys.argv[1:] if argv is None else argv)])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "command.txt").write_text(command + "\n")  # so a stopped pilot still has its row
     pool = read_jsonl(args.testbed / "prompts.jsonl")
     eval_items = read_jsonl(args.testbed / "eval_prompts.jsonl")
     eval_truth = read_jsonl(args.testbed / "eval_truth.jsonl")

@@ -44,6 +44,22 @@ def competence_tables(competence: dict) -> str:
     return "\n".join(out)
 
 
+def stopped_row(folder: Path) -> str:
+    """A pilot stopped before its end: its settings, sampled training reward over its first
+    and last 10 steps, its last curve point, and why it was stopped (``NOTE``)."""
+    config = json.loads((folder / "config.json").read_text())
+    records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    train = [r["reward"] for r in records if r["type"] == "train"]
+    evals = [r for r in records if r["type"] == "eval"]
+    note = (folder / "NOTE").read_text().strip() if (folder / "NOTE").exists() else ""
+    command = (folder / "command.txt").read_text().strip() if (folder / "command.txt").exists() else ""
+    last = f"{evals[-1]['step']}:{evals[-1]['accuracy']:.2f}" if evals else ""
+    return (f"| {config['lr']} | {config['group_size']}x{config['prompts_per_step']} | {config['temperature']} | "
+            f"{config['num_iterations']} | {config['kl_coef']} | stopped at {len(train)} of {config['num_steps']} | "
+            f"train reward {sum(train[:10]) / len(train[:10]):.3f} → {sum(train[-10:]) / len(train[-10:]):.3f} | "
+            f"| | | {last} | | {note} `{command}` |")
+
+
 def main(folders: list[str]) -> None:
     for folder in folders:
         path = Path(folder) / "competence.json"
@@ -58,6 +74,8 @@ def main(folders: list[str]) -> None:
         path = Path(folder) / "result.json"
         if path.exists():
             print(row(json.loads(path.read_text())))
+        elif (Path(folder) / "log.jsonl").exists():
+            print(stopped_row(Path(folder)))
 
 
 if __name__ == "__main__":
