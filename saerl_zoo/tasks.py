@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -37,12 +37,21 @@ __all__ = [
     "DEFECTS",
     "FAMILIES",
     "LEVELS",
+    "WORKED_FAMILIES",
+    "WORKED_LEVELS",
+    "WorkedProblem",
     "build_eval_set",
     "build_pool",
     "build_train_set",
+    "build_worked_eval_set",
+    "build_worked_pool",
+    "build_worked_train_set",
     "evaluate_against_truth",
     "format_prompt",
+    "final_answer",
     "score",
+    "split_of",
+    "worked_problems",
 ]
 
 LEVELS: tuple[int, ...] = (1, 2, 3)
@@ -386,6 +395,217 @@ def build_pool(n: int, seed: int = 0, bad_fraction: float = 0.15) -> tuple[list[
 
 
 # --------------------------------------------------------------------------
+# Worked-solution families: hard problems are chains of the easy step
+#
+# Why: a policy that answers directly can only memorise answers under RL; one
+# that writes the steps makes an occasional slip, which RL can sharpen, and a
+# skill sharpened on short problems carries over to long ones.  Each family's
+# level is its number of steps, and its reference solution is the exact text
+# the policy is trained to write before its final answer ``#<answer>``.
+
+
+@dataclass(frozen=True)
+class WorkedProblem:
+    """A question, its final answer, and the worked solution that ends in it."""
+
+    question: str
+    answer: str
+    solution: str
+
+
+def _running_sum(rng: random.Random, level: int) -> WorkedProblem:
+    """Level L: L + 2 one-digit terms, one running partial sum per term."""
+    terms = [rng.randint(1, 9) for _ in range(level + 2)]
+    total = terms[0] + terms[1]
+    steps = [f"{terms[0]}+{terms[1]}={total}"]
+    for t in terms[2:]:
+        total += t
+        steps.append(f"+{t}={total}")
+    return WorkedProblem("Sum " + "+".join(map(str, terms)), str(total), " ".join(steps) + f" #{total}")
+
+
+def _operand(rng: random.Random, digits: int) -> int:
+    return rng.randint(10 ** (digits - 1), 10**digits - 1)
+
+
+def _long_add(rng: random.Random, level: int) -> WorkedProblem:
+    """Level L: two (L + 1)-digit numbers added column by column from the right,
+    the carry written as ``+1`` in the next column."""
+    a, b = _operand(rng, level + 1), _operand(rng, level + 1)
+    steps, carry = [], 0
+    for x, y in zip(reversed(str(a)), reversed(str(b))):
+        s = int(x) + int(y) + carry
+        steps.append(f"{x}+{y}{'+1' if carry else ''}={s}")
+        carry = s // 10
+    return WorkedProblem(f"Add {a}+{b}", str(a + b), " ".join(steps) + f" #{a + b}")
+
+
+def _long_mul(rng: random.Random, level: int) -> WorkedProblem:
+    """Level L: an (L + 1)-digit number times a digit 2..9, digit by digit from
+    the right, the carry written as ``+c`` in the next product."""
+    a, m = _operand(rng, level + 1), rng.randint(2, 9)
+    steps, carry = [], 0
+    for x in reversed(str(a)):
+        s = int(x) * m + carry
+        steps.append(f"{x}*{m}{f'+{carry}' if carry else ''}={s}")
+        carry = s // 10
+    return WorkedProblem(f"Mul {a}*{m}", str(a * m), " ".join(steps) + f" #{a * m}")
+
+
+WORKED_FAMILIES: dict[str, Callable[[random.Random, int], WorkedProblem]] = {
+    "running_sum": _running_sum,
+    "long_add": _long_add,
+    "long_mul": _long_mul,
+}
+WORKED_LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+# Every question text falls in one split by a hash of the text itself, so the
+# evaluation set, the RL pool and the policy's training set can never share a
+# prompt, whatever their sizes and seeds (and edited pool prompts are checked
+# against the same rule).  Level-1 cells hold ~720 problems, ~90 per split.
+_SPLITS = 8
+_SPLIT_OF = {"eval": (0,), "pool": (1,), "train": tuple(range(2, _SPLITS))}
+
+
+def split_of(question: str) -> str:
+    """Which split (``"eval"``, ``"pool"`` or ``"train"``) a question text belongs to."""
+    bucket = _stable_seed("split", question) % _SPLITS
+    return next(name for name, buckets in _SPLIT_OF.items() if bucket in buckets)
+
+
+def worked_problems(split: str, family: str, level: int, count: int, seed: int,
+                    seen: set[str] | None) -> list[WorkedProblem]:
+    """``count`` problems of one (family, level) cell whose questions belong to
+    ``split``.  With a ``seen`` set they are distinct: questions in it are
+    skipped and new ones added; with None repeats are allowed (a training set
+    larger than a small level-1 cell)."""
+    rng = random.Random(_stable_seed("worked", split, seed, family, level))
+    make = WORKED_FAMILIES[family]
+    out: list[WorkedProblem] = []
+    for _ in range(400 * count + 1000):
+        if len(out) == count:
+            return out
+        p = make(rng, level)
+        if split_of(p.question) == split and (seen is None or p.question not in seen):
+            if seen is not None:
+                seen.add(p.question)
+            out.append(p)
+    raise RuntimeError(f"{family} level {level} has fewer than {count} distinct {split} problems")
+
+
+def _worked_stratified(split: str, counts: dict[int, int], seed: int, seen: set[str] | None) -> list[dict[str, Any]]:
+    """Problems of every family, ``counts[level]`` per family at each level, shuffled."""
+    problems = [{"question": p.question, "answer": p.answer, "solution": p.solution, "family": f, "level": lvl}
+                for f in WORKED_FAMILIES for lvl, n in counts.items() if n
+                for p in worked_problems(split, f, lvl, n, seed, seen)]
+    random.Random(_stable_seed("worked-order", split, seed)).shuffle(problems)
+    return problems
+
+
+def _even(n: int, k: int) -> list[int]:
+    """``n`` split into ``k`` parts that differ by at most one."""
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
+def build_worked_eval_set(n_per_cell: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Held-out worked-family problems, ``n_per_cell`` per (family, level), all
+    from the ``"eval"`` split, so disjoint from any pool or training set."""
+    return _to_items(_worked_stratified("eval", dict.fromkeys(WORKED_LEVELS, n_per_cell), seed, set()), "e")
+
+
+def build_worked_train_set(n: int, seed: int = 0, level_weights: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """``n`` problems with their worked solutions for supervised training of the
+    policy (``"train"`` split).  ``level_weights`` (one per level, default
+    equal) sets how often each level appears: rarer long problems leave the
+    policy graded, good at few steps and error-prone at many.  Small level-1
+    cells repeat problems."""
+    weights = np.asarray(level_weights if level_weights is not None else [1.0] * len(WORKED_LEVELS), dtype=float)
+    if weights.shape != (len(WORKED_LEVELS),) or (weights < 0).any() or weights.sum() == 0:
+        raise ValueError(f"level_weights needs {len(WORKED_LEVELS)} non-negative weights, not all zero")
+    per_family = n // len(WORKED_FAMILIES)
+    raw = per_family * weights / weights.sum()
+    counts = np.floor(raw).astype(int)
+    counts[np.argsort(counts - raw)[: per_family - counts.sum()]] += 1
+    return _worked_stratified("train", dict(zip(WORKED_LEVELS, counts.tolist())), seed, None)
+
+
+def _carry_slip(answer: str, rng: random.Random) -> str:
+    """The answer with one carry dropped or added: off by 10**k for a k >= 1
+    inside the number, staying positive (a wrong reference that reads right)."""
+    value = int(answer)
+    k = rng.randint(1, max(1, len(answer) - 1))
+    sign = -1 if value - 10**k > 0 and rng.random() < 0.5 else 1
+    return str(value + sign * 10**k)
+
+
+def _edited(make: Callable[[], str], seen: set[str], tries: int = 30) -> str | None:
+    """A new text from ``make`` outside the evaluation split, or None if ``tries``
+    draws found none (edited pool prompts obey the split rule too, so no pool
+    prompt can equal an evaluation prompt)."""
+    for _ in range(tries):
+        text = make()
+        if text not in seen and split_of(text) != "eval":
+            seen.add(text)
+            return text
+    return None
+
+
+def _edit_some(problems: list[dict[str, Any]], count: int, edit: Callable[[str], str], defect: str,
+               seen: set[str]) -> list[dict[str, Any]]:
+    """The first ``count`` of ``problems`` whose question ``edit`` can turn into a
+    new non-evaluation text, marked with ``defect``."""
+    out: list[dict[str, Any]] = []
+    for p in problems:
+        if len(out) == count:
+            break
+        question = _edited(lambda: edit(p["question"]), seen)
+        if question is not None:
+            out.append({**p, "question": question, "defect": defect})
+    if len(out) < count:
+        raise RuntimeError(f"could only make {len(out)} of {count} {defect} prompts")
+    return out
+
+
+def build_worked_pool(n: int, seed: int = 0, bad_fraction: float = 0.25) -> tuple[list[dict], list[dict]]:
+    """The RL pool of the worked families: clean problems spread evenly over
+    (family, level) plus ``round(n * bad_fraction)`` broken prompts split over
+    :data:`DEFECTS`: wrong reference answers (carry slips, invisible from the
+    prompt), truncated statements, near-duplicates of clean pool prompts, and
+    off-topic text.  Clean and slipped problems are in the ``"pool"`` split and
+    no text is in the ``"eval"`` one.  Returns ``(items, truth)`` shaped like
+    :func:`build_pool`."""
+    if not 0.0 <= bad_fraction < 1.0:
+        raise ValueError("bad_fraction must be in [0, 1)")
+    n_bad = round(n * bad_fraction)
+    counts = _defect_counts(n_bad)
+    n_slip, n_cut = counts["wrong_answer"], counts["truncated"]
+    n_cells = len(WORKED_FAMILIES) * len(WORKED_LEVELS)
+    seen: set[str] = set()
+    cells = [(f, lvl) for f in WORKED_FAMILIES for lvl in WORKED_LEVELS]
+    # clean and slipped problems each spread evenly over the cells (clean first, then the slips)
+    per_cell = [c + s for c, s in zip(_even(n - n_bad, n_cells), reversed(_even(n_slip, n_cells)))]
+    drawn = {cell: worked_problems("pool", *cell, k, seed, seen) for cell, k in zip(cells, per_cell)}
+    clean_count = dict(zip(cells, _even(n - n_bad, n_cells)))
+    # truncations are cut from problems of the training split: their full forms never enter the pool
+    whole = [{"question": p.question, "answer": p.answer, "family": f, "level": lvl}
+             for (f, lvl), k in zip(cells, _even(2 * n_cut, n_cells))
+             for p in worked_problems("train", f, lvl, k, seed + 7919, set())]
+    rng = random.Random(_stable_seed("worked-defects", seed))
+    rng.shuffle(whole)
+    clean = [{"question": p.question, "answer": p.answer, "family": f, "level": lvl}
+             for (f, lvl), ps in drawn.items() for p in ps[: clean_count[(f, lvl)]]]
+    out = list(clean)
+    out += [{"question": p.question, "answer": _carry_slip(p.answer, rng), "family": f, "level": lvl,
+             "defect": "wrong_answer"} for (f, lvl), ps in drawn.items() for p in ps[clean_count[(f, lvl)]:]]
+    out += _edit_some(whole, n_cut, lambda q: _truncate(q, rng), "truncated", seen)
+    out += _edit_some(rng.sample(clean, len(clean)), counts["near_duplicate"], lambda q: _near_duplicate(q, rng),
+                      "near_duplicate", seen)
+    out += [{"question": _edited(lambda: _off_topic_text(rng), seen, tries=200), "answer": str(rng.randint(0, 99)),
+             "family": OFF_TOPIC_FAMILY, "level": None, "defect": "off_topic"} for _ in range(counts["off_topic"])]
+    random.Random(_stable_seed("worked-pool-order", seed)).shuffle(out)
+    return _to_items(out, "p")
+
+
+# --------------------------------------------------------------------------
 # Scoring
 
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*[-+]?\d+)?")
@@ -405,16 +625,35 @@ def _parse(text: str) -> tuple[str, Any] | None:
     return "num", Fraction(token)
 
 
+def final_answer(completion: str) -> str | None:
+    """The part of ``completion`` that holds its final answer, or None if it has none.
+
+    A worked solution (:data:`WORKED_FAMILIES`) writes its steps with ``=`` on
+    one line and ends with ``#<answer>``: its answer is what follows the last
+    ``#``, and a worked solution cut off before any ``#`` (an ``=`` on its first
+    line) has no answer: its first number is a step, which must never be scored
+    as the answer.  A direct answer is the whole completion (whatever a
+    rambling policy writes on later lines, e.g. a new ``Q: 1 + 1 =``).
+    """
+    if "#" in completion:
+        return completion.rsplit("#", 1)[1]
+    if "=" in completion.split("\n", 1)[0]:
+        return None
+    return completion
+
+
 def score(completion: str, answer: str) -> float:
-    """1.0 if the first answer in ``completion`` matches the reference ``answer``.
+    """1.0 if the final answer in ``completion`` matches the reference ``answer``.
 
     Why not plain string equality: a policy may write ``+07`` or ``7.0`` for
     ``7``, or add text after the answer; RL rewards should not punish that.
     Integers/decimals are compared by value; a fraction answer ("2/5") must be
     given as the same fraction (so an unsimplified "4/10" does not count for a
-    simplification task).  Only the first number of the completion counts.
+    simplification task).  The first number of the :func:`final_answer` counts:
+    after the last ``#`` of a worked solution, else the first of a direct answer.
     """
-    got, ref = _parse(completion), _parse(answer)
+    text = final_answer(completion)
+    got, ref = (_parse(text) if text is not None else None), _parse(answer)
     if got is None or ref is None:
         return 0.0
     return 1.0 if got == ref else 0.0

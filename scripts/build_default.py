@@ -45,7 +45,10 @@ sys.path.insert(0, str(ROOT))
 from saerl_zoo.extras import exit_unless_installed  # noqa: E402
 from saerl_zoo.sae_training import block_outputs, sae_sequences, train_sae  # noqa: E402
 from saerl_zoo.zoo.api import sae_metrics  # noqa: E402
-from saerl_zoo.tasks import FAMILIES, LEVELS, build_eval_set, build_pool, build_train_set, evaluate_against_truth, score  # noqa: E402
+from saerl_zoo.tasks import (  # noqa: E402
+    build_eval_set, build_pool, build_train_set, build_worked_eval_set, build_worked_pool, build_worked_train_set,
+    evaluate_against_truth, score,
+)
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")  # ids 0, 1, 2
 T0 = time.time()
@@ -103,7 +106,7 @@ def staging_dir(final_dir: Path) -> Path:
 # ---------------------------------------------------------------- b. tokenizer
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):
+def train_tokenizer(texts: list[str], vocab_size: int, max_len: int = 128):
     """Byte-level BPE with every digit its own token (so numbers are spelled
     digit by digit, which a tiny LM can learn arithmetic on), wrapped as a
     transformers fast tokenizer that prepends BOS like real LMs do."""
@@ -128,7 +131,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-        padding_side="right", model_max_length=128,
+        padding_side="right", model_max_length=max_len,
     )
 
 
@@ -145,7 +148,7 @@ def make_model(tokenizer, args):
         num_hidden_layers=args.layers,
         num_attention_heads=args.heads,
         num_key_value_heads=args.heads,
-        max_position_embeddings=128,
+        max_position_embeddings=args.max_len,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -205,12 +208,15 @@ def train_lm(model, examples: list[list[int]], pad_id: int, args) -> None:
 def complete(model, tokenizer, prompts: list[str], *, k: int = 1, temperature: float = 0.0,
              max_new_tokens: int = 10, batch_size: int = 256, seed: int = 0) -> list[list[str]]:
     """``k`` completions per prompt: greedy if temperature == 0, else plain
-    temperature sampling over the full vocabulary."""
+    temperature sampling over the full vocabulary.  Prompts are batched in
+    order of length (a batch generates until its longest answer ends, and a
+    worked solution's length grows with its prompt's), results in input order."""
     torch.manual_seed(seed)
     flat = [p for p in prompts for _ in range(k)]
+    order = sorted(range(len(flat)), key=lambda i: len(flat[i]))
     out: list[str] = []
     for start in range(0, len(flat), batch_size):
-        batch = flat[start : start + batch_size]
+        batch = [flat[i] for i in order[start : start + batch_size]]
         enc = tokenizer(batch, return_tensors="pt", padding=True, padding_side="left")
         sampling = temperature > 0
         gen = model.generate(
@@ -219,26 +225,51 @@ def complete(model, tokenizer, prompts: list[str], *, k: int = 1, temperature: f
             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         )
         out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    return [out[i * k : (i + 1) * k] for i in range(len(prompts))]
+    texts = [""] * len(flat)
+    for i, text in zip(order, out):
+        texts[i] = text
+    return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
-def accuracy_table(model, tokenizer, items: list[dict], truth: list[dict], **kw) -> dict[str, dict[str, float]]:
-    """Mean score per family x level (and per level over all families)."""
-    completions = complete(model, tokenizer, [i["prompt"] for i in items], **kw)
+def accuracy_table(model, tokenizer, items: list[dict], truth: list[dict], *, k: int = 1, reduce: str = "mean",
+                   **kw) -> dict[str, dict[str, float]]:
+    """Per family x level (and per level over all families): the mean score of
+    ``k`` completions (``reduce="mean"``), or the share of problems with at least
+    one right completion (``reduce="any"``: pass@k)."""
+    completions = complete(model, tokenizer, [i["prompt"] for i in items], k=k, **kw)
+    return cell_table([[score(c, item["answer"]) for c in comps] for item, comps in zip(items, completions)],
+                      truth, reduce=reduce)
+
+
+def cell_table(scores: list[list[float]], truth: list[dict], *, reduce: str = "mean") -> dict[str, dict[str, float]]:
+    """``scores`` (one list per problem) reduced per problem, then averaged per
+    family x level and per level over all families ("ALL")."""
+    per_problem = {"mean": np.mean, "any": np.max}[reduce]
     cells: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for item, t, comps in zip(items, truth, completions):
-        s = float(np.mean([score(c, item["answer"]) for c in comps]))
-        cells[(t["family"], t["level"])].append(s)
-        cells[("ALL", t["level"])].append(s)
-    return {f: {str(lvl): round(float(np.mean(cells[(f, lvl)])), 3) for lvl in LEVELS}
-            for f in [*FAMILIES, "ALL"]}
+    for s, t in zip(scores, truth):
+        cells[(t["family"], t["level"])].append(float(per_problem(s)))
+        cells[("ALL", t["level"])].append(float(per_problem(s)))
+    families = list(dict.fromkeys(t["family"] for t in truth))
+    levels = sorted({t["level"] for t in truth})
+    return {f: {str(lvl): round(float(np.mean(cells[(f, lvl)])), 3) for lvl in levels} for f in [*families, "ALL"]}
+
+
+def competence(model, tokenizer, items: list[dict], truth: list[dict], *, k: int, max_new_tokens: int,
+               seed: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Greedy accuracy, sampled accuracy (T=1, ``k`` samples) and pass@k per family x level."""
+    sampled = complete(model, tokenizer, [i["prompt"] for i in items], k=k, temperature=1.0,
+                       max_new_tokens=max_new_tokens, seed=seed)
+    scores = [[score(c, item["answer"]) for c in comps] for item, comps in zip(items, sampled)]
+    return {"greedy_accuracy": accuracy_table(model, tokenizer, items, truth, max_new_tokens=max_new_tokens),
+            "sampled_accuracy": cell_table(scores, truth), f"pass@{k}": cell_table(scores, truth, reduce="any")}
 
 
 def print_table(title: str, table: dict[str, dict[str, float]]) -> None:
     log(title)
-    print(f"    {'family':<26}" + "".join(f"L{lvl:<7}" for lvl in LEVELS))
+    levels = list(next(iter(table.values())))
+    print(f"    {'family':<26}" + "".join(f"L{lvl:<7}" for lvl in levels))
     for family, row in table.items():
-        print(f"    {family:<26}" + "".join(f"{row[str(lvl)]:<8.2f}" for lvl in LEVELS))
+        print(f"    {family:<26}" + "".join(f"{row[lvl]:<8.2f}" for lvl in levels))
 
 
 # ---------------------------------------------------------------- d. labels
@@ -295,6 +326,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-fraction", type=float, default=0.10, help="share of the pool with pass rates / quality labels")
     p.add_argument("--n-train", type=int, default=42000, help="clean LM training problems")
     p.add_argument("--n-eval", type=int, default=420, help="held-out problems for the accuracy table")
+    p.add_argument("--tasks", choices=["reasoning_gym", "worked"], default="reasoning_gym",
+                   help="task families: reasoning_gym direct answers, or worked solutions (tasks.WORKED_FAMILIES)")
+    p.add_argument("--n-eval-per-cell", type=int, default=50, help="worked: held-out problems per family x level")
+    p.add_argument("--level-weights", default="8,6,4,3,2,1.5,1",
+                   help="worked: relative share of each level in the LM's training problems")
+    p.add_argument("--max-len", type=int, default=128, help="LM context length (tokens)")
     p.add_argument("--vocab-size", type=int, default=384)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--intermediate", type=int, default=384)
@@ -336,6 +373,29 @@ def save_policy(model, tokenizer, final_dir: Path) -> None:
     replace_dir(tmp, final_dir)
 
 
+def task_data(args) -> tuple[list[dict], list[dict], list[str], list[dict], list[dict]]:
+    """Pool items + truth, the LM's training texts, and the held-out eval items + truth.
+
+    ``reasoning_gym``: direct answers, pool 15% broken, eval of ``--n-eval``.
+    ``worked``: the worked-solution families; the LM trains on "prompt solution"
+    texts whose levels follow ``--level-weights``, eval has ``--n-eval-per-cell``
+    per family x level, and pool / eval / training texts are disjoint by split.
+    """
+    if args.tasks == "worked":
+        from saerl_zoo.tasks import format_prompt
+
+        items, truth = build_worked_pool(args.n_pool, seed=args.seed, bad_fraction=args.bad_fraction)
+        weights = [float(w) for w in args.level_weights.split(",")]
+        train = build_worked_train_set(args.n_train, seed=args.seed, level_weights=weights)
+        train_texts = [f"{format_prompt(p['question'])} {p['solution']}" for p in train]
+        eval_items, eval_truth = build_worked_eval_set(args.n_eval_per_cell, seed=args.seed)
+        return items, truth, train_texts, eval_items, eval_truth
+    items, truth = build_pool(args.n_pool, seed=args.seed, bad_fraction=args.bad_fraction)
+    train_items, _ = build_train_set(args.n_train, seed=args.seed)
+    eval_items, eval_truth = build_eval_set(args.n_eval, seed=args.seed)
+    return items, truth, [f"{i['prompt']} {i['answer']}" for i in train_items], eval_items, eval_truth
+
+
 def stage_policy(out: Path, train_texts: list[str], items: list[dict], args):
     """b + c: tokenizer and policy LM (or reuse the saved ones with --reuse-lm)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -344,7 +404,7 @@ def stage_policy(out: Path, train_texts: list[str], items: list[dict], args):
         log(f"b+c. reusing tokenizer + policy LM from {out / 'model'}")
     else:
         log(f"b. tokenizer (byte-level BPE, vocab {args.vocab_size})")
-        tokenizer = train_tokenizer(train_texts + [i["prompt"] for i in items], args.vocab_size)
+        tokenizer = train_tokenizer(train_texts + [i["prompt"] for i in items], args.vocab_size, args.max_len)
         model = make_model(tokenizer, args)
         log(f"c. policy LM: Llama {args.layers}x{args.hidden}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
             f"params, {args.lm_steps} steps x {args.batch_size} on {len(train_texts)} clean problems")
@@ -433,26 +493,25 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     info: dict[str, Any] = {"command": " ".join(["python scripts/build_default.py", *argv]), "seed": args.seed}
 
-    # a. pool + ground truth; clean LM-training and eval problems come from other seed streams
-    log(f"a. pool of {args.n_pool} prompts ({args.bad_fraction:.0%} low quality)")
-    items, truth = build_pool(args.n_pool, seed=args.seed, bad_fraction=args.bad_fraction)
+    # a. pool + ground truth; clean LM-training and eval problems come from other seed streams / splits
+    log(f"a. {args.tasks} pool of {args.n_pool} prompts ({args.bad_fraction:.0%} low quality)")
+    items, truth, train_texts, eval_items, eval_truth = task_data(args)
     write_jsonl(out / "prompts.jsonl", items)
     write_jsonl(out / "ground_truth.jsonl", truth)
-    train_items, _ = build_train_set(args.n_train, seed=args.seed)
-    train_texts = [f"{i['prompt']} {i['answer']}" for i in train_items]
+    write_jsonl(out / "eval_prompts.jsonl", eval_items)
+    write_jsonl(out / "eval_truth.jsonl", eval_truth)
     if args.stop_after == "pool":
         return
 
-    # b + c. tokenizer and policy; its accuracy per family x level on held-out problems
+    # b + c. tokenizer and policy; its competence per family x level on held-out problems
     model, tokenizer = stage_policy(out, train_texts, items, args)
-    eval_items, eval_truth = build_eval_set(args.n_eval, seed=args.seed)
-    greedy = accuracy_table(model, tokenizer, eval_items, eval_truth, max_new_tokens=args.max_new_tokens)
-    sampled = accuracy_table(model, tokenizer, eval_items, eval_truth, k=args.k, temperature=1.0,
-                             max_new_tokens=args.max_new_tokens, seed=args.seed)
-    print_table(f"   greedy accuracy on {len(eval_items)} held-out problems", greedy)
-    print_table(f"   sampled accuracy (T=1, {args.k} samples)", sampled)
-    info["lm"] = {"params": sum(p.numel() for p in model.parameters()), "eval_problems": len(eval_items),
-                  "greedy_accuracy": greedy, "sampled_accuracy": sampled}
+    tables = competence(model, tokenizer, eval_items, eval_truth, k=args.k, max_new_tokens=args.max_new_tokens,
+                        seed=args.seed)
+    for name, table in tables.items():
+        print_table(f"   {name} on {len(eval_items)} held-out problems (T=1, {args.k} samples where sampled)", table)
+    info["lm"] = {"params": sum(p.numel() for p in model.parameters()), "eval_problems": len(eval_items), **tables}
+    write_json(out / "competence.json", {"command": info["command"], "k": args.k, "max_new_tokens": args.max_new_tokens,
+                                         "seed": args.seed, **info["lm"]})
     if args.stop_after == "lm":
         return
 
