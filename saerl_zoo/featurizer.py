@@ -30,7 +30,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from saerl_zoo.errors import numbered_prompts
+from saerl_zoo.errors import UserError, numbered_prompts
 from saerl_zoo.hooks import HookPoint, HookSpec, bind, block_output_layer, capture, decoder_layers, resolve, sae_input
 from saerl_zoo.storage import load_csr, read_json, read_metadata, save_csr, write_json
 
@@ -78,6 +78,42 @@ def model_context(model: torch.nn.Module, tokenizer: Any) -> int | None:
             return value
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < _NO_LIMIT else None
+
+
+def sae_context(sae: Any) -> int | None:
+    """How many leading token positions the SAE was trained on: sae-lens's `context_size`, narrowed by its
+    `seqpos_slice`; None when the SAE records neither.
+
+    sae-lens builds an SAE's training and evaluation activations from windows of
+    exactly `context_size` tokens and keeps the positions `seqpos_slice` selects
+    (`ActivationsStore.get_activations`), so a code at a later position comes from
+    an activation the SAE never saw. featurize cuts prompts here, and counts the
+    cut ones, as it cuts at the model's context. A slice that skips leading
+    positions or strides cannot be read by cutting the end: refused, naming it.
+    """
+    meta = sae.cfg.metadata
+    context = meta.get("context_size")
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int)):
+        raise UserError(f"the SAE's metadata context_size={context!r} is not a token count")
+    context = context if context and context > 0 else None  # sae-lens writes -1 for "taken from the dataset"
+    seqpos = tuple(meta.get("seqpos_slice") or ())
+    if not any(v is not None for v in seqpos):
+        return context
+    try:
+        window = slice(*seqpos)
+    except TypeError:
+        raise UserError(f"the SAE's metadata seqpos_slice={list(seqpos)} is not a (start, stop, step) slice") from None
+    if window.start not in (None, 0) or window.step not in (None, 1):
+        raise UserError(f"the SAE's metadata seqpos_slice={list(seqpos)}: it was trained only on the token positions that slice keeps, "
+                        "and featurize pools every position from the first, so it cannot read what the SAE was trained on")
+    if window.stop is None:
+        return context
+    if context is None and window.stop < 0:
+        raise UserError(f"the SAE's metadata seqpos_slice={list(seqpos)} counts from the end of a window, but it records no context_size")
+    kept = len(range(context)[window]) if context is not None else window.stop
+    if kept < 1:
+        raise UserError(f"the SAE's metadata seqpos_slice={list(seqpos)} keeps no token position of its context_size={context}")
+    return kept
 
 
 def padding_id(tokenizer: Any) -> int:
@@ -415,9 +451,10 @@ class FeaturizeJob:
         preprocessing = dict(sae.cfg.metadata.get("zoo_preprocessing") or {})
         if sae.cfg.metadata.get("prepend_bos") is False:
             preprocessing["prepend_bos"] = False
-        if preprocessing.get("context_length"):
-            max_length = min(max_length, int(preprocessing["context_length"]))
-        max_length = min(max_length, model_context(model, tokenizer) or max_length)
+        # The tokens read are the fewest of: what the caller asked, the zoo entry's context, the positions the SAE
+        # was trained on (sae-lens's context_size / seqpos_slice) and the model's context; prompts cut are counted.
+        limits = (preprocessing.get("context_length"), sae_context(sae), model_context(model, tokenizer))
+        max_length = min(max_length, *(int(v) for v in limits if v))
         point = resolve(model, sae, layer)
         job = cls(prompts, model, tokenizer, sae, point, pooling, batch_size, max_length, shard_size,
                   Path(cache_dir) if cache_dir is not None else None, preprocessing)
@@ -475,7 +512,7 @@ class FeaturizeInfo:
     """What featurize did that the matrix cannot show: the tokens it read per prompt and how many prompts had more."""
 
     n_prompts: int
-    max_length: int  # the smallest of the requested max_length, the SAE entry's context and the model's context
+    max_length: int  # the smallest of the requested max_length, the SAE entry's context, the SAE's training context and the model's context
     n_truncated: int
 
     def truncation_note(self) -> str | None:
@@ -508,8 +545,8 @@ def featurize(
     `sae` is a sae-lens `SAE` or its saved folder.
     With `cache_dir`, finished shards go to `cache_dir/<hash of the inputs>/`
     and a rerun with the same inputs loads them instead of computing.
-    Prompts are cut at `max_length` tokens, or at the model's own context when
-    that is shorter (see `model_context`); with `return_info` the result is
+    Prompts are cut at `max_length` tokens, or earlier at the context the SAE
+    was trained on (`sae_context`) or the model's own (`model_context`); with `return_info` the result is
     `(matrix, FeaturizeInfo)`, which says how many prompts were cut.
     """
     job = FeaturizeJob.prepare(prompts, model, tokenizer, sae, layer, pooling, batch_size, max_length, shard_size, cache_dir)

@@ -15,13 +15,13 @@ import os
 import tempfile
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 from conftest import local_sae_entry, make_char_tokenizer
+from sparsify_reference import load_sparsify, save_sparsify_run, sparsify_codes
 from test_zoo_support import write_catalog
 
 from saerl_zoo.featurizer import featurize
@@ -338,45 +338,22 @@ def test_forward_stops_right_after_a_sublayer(tok):
     assert ran == ["mlp1"] * 2  # two batches; the capture hook raises right after mlp1's output
 
 
-def _sparsify_folder(root: Path, hookpoint: str, d_in: int, seed: int = 0) -> Path:
-    """A sparsify run folder (config.json + one hookpoint folder with cfg.json and sae.safetensors)."""
-    from safetensors.torch import save_file
-
-    torch.manual_seed(seed)
-    folder = root / hookpoint
-    folder.mkdir(parents=True)
-    (root / "config.json").write_text(json.dumps({"model": "tiny", "ctx_len": 64}))
-    (folder / "cfg.json").write_text(json.dumps({"d_in": d_in, "num_latents": 40, "k": 6, "activation": "topk"}))
-    save_file({"encoder.weight": torch.randn(40, d_in), "encoder.bias": torch.randn(40) * 0.1, "W_dec": torch.randn(40, d_in),
-               "b_dec": torch.randn(d_in) * 0.1}, folder / "sae.safetensors")
-    return folder
-
-
-def sparsify_encode(folder: Path, acts: torch.Tensor) -> torch.Tensor:
-    """sparsify's own `Sae.encode`: topk(relu(encoder(x - b_dec))), scattered back to a dense code."""
-    from safetensors.torch import load_file
-
-    w = load_file(folder / "sae.safetensors")
-    k = json.loads((folder / "cfg.json").read_text())["k"]
-    pre = torch.relu((acts - w["b_dec"]) @ w["encoder.weight"].T + w["encoder.bias"])
-    top = pre.topk(k, dim=-1)
-    return torch.zeros_like(pre).scatter_(-1, top.indices, top.values)
-
-
 @pytest.mark.parametrize("hookpoint, module", [("layers.0.mlp", "gpt_neox.layers.0.mlp"), ("layers.0.attention", "gpt_neox.layers.0.attention"),
                                                ("embed_in", "gpt_neox.embed_in"), ("layers.1", "gpt_neox.layers.1")])
 def test_row_sparsify_hookpoints_read_the_named_module(tmp_path, hookpoint, module, tok):
+    """Codes equal sparsify's own encode (its loader, its encode) on the output of the module the hookpoint names."""
     model = tiny("neox", tok)
-    folder = _sparsify_folder(tmp_path, hookpoint, 32)
-    got = feats(model, tok, load_sae(folder))
-    want = np.stack([sparsify_encode(folder, a[1:]).mean(0).numpy() for a in hf_tensor(model, tok, module, "output")])
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    folder = save_sparsify_run(tmp_path, (hookpoint,))[hookpoint]
+    ref = load_sparsify(folder)
+    want = np.stack([sparsify_codes(ref, a[1:]).mean(0).numpy() for a in hf_tensor(model, tok, module, "output")])
+    np.testing.assert_allclose(feats(model, tok, load_sae(folder)), want, rtol=1e-5, atol=1e-5)
 
 
 def test_row_sparsify_embed_tokens_names_a_hook(tmp_path, tok):
     model = tiny("llama", tok)
-    folder = _sparsify_folder(tmp_path, "embed_tokens", 32)
-    want = np.stack([sparsify_encode(folder, a[1:]).mean(0).numpy() for a in hf_tensor(model, tok, "model.embed_tokens", "output")])
+    folder = save_sparsify_run(tmp_path, ("embed_tokens",))["embed_tokens"]
+    ref = load_sparsify(folder)
+    want = np.stack([sparsify_codes(ref, a[1:]).mean(0).numpy() for a in hf_tensor(model, tok, "model.embed_tokens", "output")])
     np.testing.assert_allclose(feats(model, tok, load_sae(folder)), want, rtol=1e-5, atol=1e-5)
 
 

@@ -203,6 +203,55 @@ def test_truncation_count_survives_the_cache(gpt2_128, tmp_path):
     assert (first != again).nnz == 0
 
 
+def _sae_trained_on(context_size, seqpos_slice=(None,)):
+    from conftest import make_tiny_sae
+
+    sae = make_tiny_sae(32, hook_name="transformer.h.1")
+    sae.cfg.metadata.context_size = context_size
+    sae.cfg.metadata.seqpos_slice = seqpos_slice
+    return sae
+
+
+def test_long_prompts_are_cut_at_the_saes_training_context_and_counted(gpt2_128):
+    """An SAE trained on 16-token windows never saw position 16: featurize reads 16 tokens and counts the prompts it cut."""
+    from saerl_zoo.featurizer import featurize
+
+    model, tokenizer = gpt2_128
+    sae = _sae_trained_on(16)
+    X, info = featurize(["2+2", "x" * 40, "x" * 15], model, tokenizer, sae, max_length=512, return_info=True, progress=False)
+    assert (info.max_length, info.n_truncated) == (16, 1)
+    assert info.truncation_note() == "1 of 3 prompts were longer than 16 tokens and were truncated to it"
+    np.testing.assert_allclose(X[1].toarray(), X[2].toarray(), rtol=1e-5, atol=1e-6)  # BOS + 15 x's: the same tokens read
+    assert featurize(["x" * 40], model, tokenizer, _sae_trained_on(-1), return_info=True, progress=False)[1].max_length == 128
+
+
+@pytest.mark.parametrize("context_size, seqpos_slice, tokens", [
+    (16, [None], 16), (16, [None, 10], 10), (16, [0, -4, 1], 12), (None, [None, 10], 10), (200, [None], 128), (None, [None], 128),
+])
+def test_seqpos_slice_that_keeps_leading_positions_cuts_there(gpt2_128, context_size, seqpos_slice, tokens):
+    from saerl_zoo.featurizer import featurize
+
+    model, tokenizer = gpt2_128
+    info = featurize(["x" * 300], model, tokenizer, _sae_trained_on(context_size, seqpos_slice), return_info=True, progress=False)[1]
+    assert (info.max_length, info.n_truncated) == (tokens, 1)
+
+
+@pytest.mark.parametrize("context_size, seqpos_slice, why", [
+    (16, [1, None], r"seqpos_slice=\[1, None\]: it was trained only on the token positions that slice keeps"),
+    (16, [None, None, 2], r"seqpos_slice=\[None, None, 2\]: it was trained only on"),
+    (None, [None, -4], r"seqpos_slice=\[None, -4\] counts from the end of a window, but it records no context_size"),
+    (4, [None, -4], r"seqpos_slice=\[None, -4\] keeps no token position of its context_size=4"),
+    ("128", [None], r"context_size='128' is not a token count"),
+])
+def test_training_positions_featurize_cannot_read_are_refused(gpt2_128, context_size, seqpos_slice, why):
+    from saerl_zoo.errors import UserError
+    from saerl_zoo.featurizer import featurize
+
+    model, tokenizer = gpt2_128
+    with pytest.raises(UserError, match=r"^the SAE's metadata " + why):
+        featurize(["2+2"], model, tokenizer, _sae_trained_on(context_size, seqpos_slice), progress=False)
+
+
 def test_curriculum_records_truncated_prompts(gpt2_128, tmp_path):
     from conftest import make_tiny_sae
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 from sae_lens import SAE
+from sparsify_reference import load_sparsify, save_sparsify_run, sparsify_codes
 from test_zoo_support import D_IN, acts, add_repo, offline_hub, sae_entry, tiny_sae, write_catalog  # noqa: F401
 
 from saerl_zoo.zoo import api
@@ -142,42 +140,21 @@ def test_pickle_only_folder_is_refused(tmp_path):
 # --------------------------------------------------------------------------- sparsify
 
 
-def make_sparsify_run(root: Path, hookpoints=("layers.1",), d_in=D_IN, latents=64, k=8, seed=0):
-    """A sparsify training-run folder: config.json, one folder per hookpoint, pickled optimizer state."""
-    torch.manual_seed(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps({"model": "test-org/tiny-llama", "dataset": "toy", "ctx_len": 64, "hookpoints": list(hookpoints)}))
-    torch.save({"state": {}}, root / "optimizer_0.pt")  # must never be loaded
-    weights = {}
-    for hp in hookpoints:
-        folder = root / hp
-        folder.mkdir()
-        cfg = {"activation": "topk", "expansion_factor": 32, "normalize_decoder": True, "num_latents": latents, "k": k,
-               "multi_topk": False, "skip_connection": False, "transcode": False, "d_in": d_in}
-        (folder / "cfg.json").write_text(json.dumps(cfg))
-        w = {"encoder.weight": torch.randn(latents, d_in), "encoder.bias": torch.randn(latents) * 0.1,
-             "W_dec": torch.nn.functional.normalize(torch.randn(latents, d_in), dim=1), "b_dec": torch.randn(d_in) * 0.1}
-        save_file(w, str(folder / "sae.safetensors"))
-        weights[hp] = (w, k)
-    return weights
+def test_sparsify_folder_converts_and_encodes_as_sparsify_does(tmp_path):
+    """A run saved by sparsify itself: the zoo's reader gives the codes of sparsify's own `load_many` + `encode`."""
+    folders = save_sparsify_run(tmp_path / "run", ("layers.1", "layers.2"), d_in=D_IN, model="test-org/tiny-llama", ctx_len=48)
+    from sparsify import Sae
 
-
-def sparsify_encode(w, k, x):
-    """sparsify's SparseCoder.encode + dense scatter, as in its source: topk(relu(W (x - b_dec) + b))."""
-    pre = torch.relu(torch.nn.functional.linear(x - w["b_dec"], w["encoder.weight"], w["encoder.bias"]))
-    values, idx = pre.topk(k, dim=-1)
-    return torch.zeros_like(pre).scatter_(-1, idx, values)
-
-
-def test_sparsify_folder_converts_and_encodes_the_same(tmp_path):
-    weights = make_sparsify_run(tmp_path / "run", hookpoints=("layers.1", "layers.2"))
+    refs = Sae.load_many(str(tmp_path / "run"), local=True)
+    assert sorted(refs) == sorted(folders)
     x = acts()
-    for hp, (w, k) in weights.items():
+    for hp in folders:
         sae = api.load_sae(tmp_path / "run", subfolder=hp)
         assert type(sae).__name__ == "TopKSAE"
         with torch.no_grad():
-            torch.testing.assert_close(sae.encode(x), sparsify_encode(w, k, x))
-        assert sae.cfg.metadata.hook_name == hp and sae.cfg.metadata.model_name == "test-org/tiny-llama"
+            torch.testing.assert_close(sae.encode(x), sparsify_codes(refs[hp], x))
+        meta = sae.cfg.metadata
+        assert (meta.hook_name, meta.model_name, meta.context_size) == (hp, "test-org/tiny-llama", 48)
         # and what saerl-zoo saves from it loads in sae-lens with the same codes
         saved = save_sae(sae, tmp_path / "converted" / hp)
         assert same_codes(sae, SAE.load_from_disk(str(saved)), x)
@@ -185,12 +162,23 @@ def test_sparsify_folder_converts_and_encodes_the_same(tmp_path):
         api.load_sae(tmp_path / "run")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sparsify_width_from_expansion_factor(tmp_path, dtype):
+    """num_latents=0 means d_in x expansion_factor, as sparsify reads it; a bf16 run stays bf16."""
+    folder = save_sparsify_run(tmp_path / "run", num_latents=0, expansion_factor=3, d_in=D_IN, dtype=dtype)["layers.1"]
+    sae, ref = load_sparsify_folder(folder), load_sparsify(folder)
+    assert sae.cfg.d_sae == ref.num_latents == 3 * D_IN and sae.W_enc.dtype == dtype
+    with torch.no_grad():
+        torch.testing.assert_close(sae.encode(acts().to(dtype)), sparsify_codes(ref, acts()))
+
+
 def test_sparsify_layout_from_the_hub_cache(offline_hub, tmp_path, monkeypatch):
     import fnmatch
 
     import huggingface_hub
 
-    weights = make_sparsify_run(tmp_path / "run")
+    folder = save_sparsify_run(tmp_path / "run", d_in=D_IN)["layers.1"]
+    torch.save({"state": {}}, tmp_path / "run" / "optimizer_0.pt")  # sparsify's trainer saves this pickle: it must never be loaded
     add_repo(offline_hub, "EleutherAI/sae-tiny", tmp_path / "run")
     requested = []
     real = huggingface_hub.snapshot_download
@@ -201,23 +189,20 @@ def test_sparsify_layout_from_the_hub_cache(offline_hub, tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", spy)
     sae = api.load_sae("EleutherAI/sae-tiny", subfolder="layers.1")
-    w, k = weights["layers.1"]
     with torch.no_grad():
-        torch.testing.assert_close(sae.encode(acts()), sparsify_encode(w, k, acts()))
+        torch.testing.assert_close(sae.encode(acts()), sparsify_codes(load_sparsify(folder), acts()))
     # only safe file types are ever requested: pickles (optimizer_0.pt, *.bin) are not downloaded
     assert requested and all(p.startswith("layers.1/") for p in requested)
     for pickled in ("layers.1/optimizer_0.pt", "layers.1/ae.pt", "layers.1/pytorch_model.bin", "layers.1/x.pkl"):
         assert not any(fnmatch.fnmatch(pickled, p) for p in requested)
 
 
-def test_sparsify_transcoder_is_refused(tmp_path):
-    make_sparsify_run(tmp_path / "run")
-    cfg_path = tmp_path / "run" / "layers.1" / "cfg.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["transcode"] = True
-    cfg_path.write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="transcoder"):
-        load_sparsify_folder(tmp_path / "run" / "layers.1")
+@pytest.mark.parametrize("cfg, reason", [({"transcode": True}, "transcoder"), ({"skip_connection": True}, "skip connection"),
+                                         ({"activation": "groupmax", "num_latents": 42}, "activation 'groupmax'")])
+def test_sparsify_layouts_without_a_sae_lens_equivalent_are_refused(tmp_path, cfg, reason):
+    folder = save_sparsify_run(tmp_path / "run", d_in=D_IN, **cfg)["layers.1"]
+    with pytest.raises(ValueError, match=reason):
+        load_sparsify_folder(folder)
 
 
 # --------------------------------------------------------------------------- sae-lens registry
