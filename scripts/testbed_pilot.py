@@ -32,9 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from build_default import competence, log, write_json  # noqa: E402
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from saerl_zoo.data import load_rows  # noqa: E402
 
 
 def stratified_subset(items: list[dict], truth: list[dict], per_cell: int) -> list[dict]:
@@ -83,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(["python scripts/testbed_pilot.py", *(sys.argv[1:] if argv is None else argv)])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "command.txt").write_text(command + "\n")  # so a stopped pilot still has its row
-    pool = read_jsonl(args.testbed / "prompts.jsonl")
-    eval_items = read_jsonl(args.testbed / "eval_prompts.jsonl")
-    eval_truth = read_jsonl(args.testbed / "eval_truth.jsonl")
+    pool = load_rows(args.testbed / "prompts.jsonl")
+    eval_items = load_rows(args.testbed / "eval_prompts.jsonl")
+    eval_truth = load_rows(args.testbed / "eval_truth.jsonl", prompt_field=None)
     curve_rows = stratified_subset(eval_items, eval_truth, args.eval_per_cell)
     before = json.loads((args.testbed / "competence.json").read_text())
     settings = {"k": args.k, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
