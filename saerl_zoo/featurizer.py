@@ -5,7 +5,7 @@ read with a hook, and the forward pass is stopped right there by raising from
 the hook: later modules and the LM head would only cost time, and for a 1.5B
 model read at a middle layer they are half the compute. Each token's activation is encoded by the SAE and the
 codes are pooled over the prompt's real tokens (padding and special tokens such
-as BOS are skipped: their outlier norms would dominate a mean).
+as BOS are skipped, by id, typed ones included: their outlier norms would dominate a mean).
 
 Work is done in shards of the prompt list; with a `cache_dir`, every finished
 shard is written atomically into a subfolder named for the inputs (model, SAE,
@@ -37,8 +37,8 @@ from saerl_zoo.storage import load_csr, read_json, read_metadata, save_csr, writ
 Pooling = Literal["mean", "max"]
 POOLINGS: tuple[str, ...] = ("mean", "max")
 # 3: keyed by the resolved hook point, not a block number; max_length is capped at the model's context,
-# and each shard records how many prompts it cut
-CACHE_VERSION = 3
+# and each shard records how many prompts it cut; 4: special tokens are skipped by id, typed ones included
+CACHE_VERSION = 4
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")
 _NO_LIMIT = 10**7  # transformers writes 1e30 as a tokenizer's model_max_length when it knows none
 _ENCODE_CHUNK_ELEMENTS = 1 << 24  # tokens × d_sae per SAE encode call: 64 MB of float32 codes
@@ -47,6 +47,21 @@ _ENCODE_CHUNK_ELEMENTS = 1 << 24  # tokens × d_sae per SAE encode call: 64 MB o
 def resolve_layer(model: torch.nn.Module, sae: Any, layer: int | None) -> int:
     """The decoder block whose output the SAE reads (its hook decides; `layer` may only repeat it); refuses any other tensor."""
     return block_output_layer(resolve(model, sae, layer))
+
+
+def special_token_mask(tokenizer: Any, ids: Sequence[Sequence[int]]) -> list[list[int]]:
+    """1 for each token whose id is one of the tokenizer's special tokens, 0 otherwise (one list per sequence).
+
+    Decided by id because `return_special_tokens_mask` flags only the tokens the
+    tokenizer adds itself (BOS, ...): a '<|im_start|>' or '<bos>' typed inside a
+    prompt becomes the same special id but is flagged 0, and would be pooled like
+    a word. The unknown token is not counted: it stands for text the vocabulary
+    lacks, not for a marker.
+    """
+    special = set(tokenizer.all_special_ids)
+    special.update(i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(tok, "special", False))
+    special.discard(tokenizer.unk_token_id)
+    return [[int(i in special) for i in seq] for seq in ids]
 
 
 def _check_prompts(prompts: Sequence[Any]) -> list[str]:
@@ -326,12 +341,13 @@ def _featurize_shard(
     """
     # An SAE trained with sae-lens's prepend_bos=False saw sequences without BOS (which every later token attends to).
     add_special = preprocessing.get("prepend_bos", True) is not False
-    enc = tokenizer(texts, truncation=True, max_length=max_length, return_special_tokens_mask=True, return_attention_mask=False,
-                    add_special_tokens=add_special)
-    ids, special = enc["input_ids"], enc["special_tokens_mask"]
+    ids = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
+                    add_special_tokens=add_special)["input_ids"]
     n_truncated = _count_truncated(tokenizer, [t for t, x in zip(texts, ids) if len(x) == max_length], max_length, add_special)
     if preprocessing.get("special_tokens") == "keep":  # the artifact was trained with BOS & co. included
         special = [[0] * len(x) for x in ids]
+    else:
+        special = special_token_mask(tokenizer, ids)
     empty = [i for i, mask in enumerate(special) if all(mask)]
     if empty:
         raise ValueError(f"{len(empty)} prompts have no tokens besides special tokens: {numbered_prompts(empty, texts, first=first)}")

@@ -3,7 +3,7 @@
 One forward pass per batch captures every requested block (stopping after the
 deepest), so choosing B's layer by held-out fit costs one pass over the corpus,
 not one per candidate. Tokens are the featurizer's: truncated to `max_length`,
-special tokens (BOS, ...) dropped. Each text's tokens are stored contiguously,
+special tokens (BOS, typed '<|im_start|>', ...) dropped by id. Each text's tokens are stored contiguously,
 like CSR rows (`text_ptr`), so they can be pooled per text (prompt-level pairs)
 or matched by character offsets (token-level pairs).
 """
@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from saerl_zoo.errors import numbered_prompts
-from saerl_zoo.featurizer import _check_prompts, _pad, decoder_layers, model_context, outlier_token_mask, padding_id
+from saerl_zoo.featurizer import (_check_prompts, _pad, decoder_layers, model_context, outlier_token_mask, padding_id,
+                                 special_token_mask)
 from saerl_zoo.storage import read_tensors, write_tensors
 from saerl_zoo.transfer.align import align_spans
 
@@ -128,8 +129,9 @@ def collect_activations(
         raise ValueError("token spans need a fast (Rust) tokenizer with character offsets")
     max_length = min(max_length, model_context(model, tokenizer) or max_length)  # as featurize cuts them
     enc = tokenizer(texts, truncation=True, max_length=max_length, return_offsets_mapping=True,
-                    return_special_tokens_mask=True, return_attention_mask=False)
-    empty = [i for i, mask in enumerate(enc["special_tokens_mask"]) if all(mask)]
+                    return_attention_mask=False)
+    special = special_token_mask(tokenizer, enc["input_ids"])  # decided as featurize decides it
+    empty = [i for i, mask in enumerate(special) if all(mask)]
     if empty:
         raise ValueError(f"{len(empty)} texts have no tokens besides special tokens: {numbered_prompts(empty, texts)}")
     pad_id = padding_id(tokenizer)
@@ -156,7 +158,7 @@ def collect_activations(
                 idx = order[start : start + batch_size]
                 ids = [enc["input_ids"][i] for i in idx]
                 mask = _pad([[1] * len(x) for x in ids], 0)
-                real = mask.bool() & ~_pad([enc["special_tokens_mask"][i] for i in idx], 1).bool()
+                real = mask.bool() & ~_pad([special[i] for i in idx], 1).bool()
                 captured.clear()
                 try:
                     model(input_ids=_pad(ids, pad_id).to(device), attention_mask=mask.to(device), use_cache=False)

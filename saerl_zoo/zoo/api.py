@@ -352,18 +352,19 @@ L0_FACTOR_LOOSE, EV_ABS_LOOSE = 2.0, 0.25  # against the eval-set metrics when n
 
 def reference_activations(model: Any, tokenizer: Any, art: Artifact, sae: Any, texts: tuple[str, ...] = REFERENCE_TEXTS) -> torch.Tensor:
     """The SAE's hook point (resolved as featurize resolves it) on the reference texts, after the entry's token policies (tokens x d)."""
+    from saerl_zoo.featurizer import special_token_mask
     from saerl_zoo.hooks import capture, resolve
 
     pre = art.preprocessing
     point = resolve(model, sae)
     rows = []
     for text in texts:
-        enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=pre.context_length, return_special_tokens_mask=True)
+        enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=pre.context_length)
         with torch.no_grad():
             acts = capture(model, point, enc["input_ids"], enc["attention_mask"], int(sae.cfg.d_in))[0]
         keep = enc["attention_mask"][0].bool()
         if pre.special_tokens == "drop":
-            keep &= ~enc["special_tokens_mask"][0].bool()
+            keep &= ~torch.tensor(special_token_mask(tokenizer, enc["input_ids"].tolist())[0], dtype=torch.bool)
         rows.append(acts[keep])
     acts = torch.cat(rows).float()
     if pre.outlier_norm_ratio is not None and len(acts):
