@@ -1,16 +1,19 @@
 #!/usr/bin/env python
 """Measure cross-family transfer of an SAE and its probes (issue #6): benchmarks/results/transfer.{md,json}.
 
-Two pairs, each host A (the SAE's model) <- model B (the model to transfer to):
+Two pairs, each named by its SAE host A (the model the SAE and probes were
+trained on) and the model B they are used on (a map carries B's activations
+into A's space); labels say "SAE host A, used on B" in words, because an arrow
+between the two was read both ways:
 
-* same family, two sizes: the embedded tiny math policy (Llama 4 x 128, its
-  SAE on block 2 and its probes) <- a 6 x 192 Llama trained by
-  ``scripts/build_default.py --stop-after lm`` on the same tasks (its own BPE
-  tokenizer, trained on the same texts);
-* cross family: SmolLM2-135M-Instruct (Llama, host; a TopK SAE is trained here
-  on block 15 with ``saerl_zoo.sae_training.train_sae``, and its probes are
-  fitted on ground-truth level / quality of the embedded pool's two 10%
-  labelled subsets) <- Gemma-3-270M (Gemma 3, another tokenizer).
+* same family, two sizes: SAE host the embedded tiny math policy (Llama
+  4 x 128, its SAE on block 2 and its probes), used on a 6 x 192 Llama trained
+  by ``scripts/build_default.py --stop-after lm`` on the same tasks (its own
+  BPE tokenizer, trained on the same texts);
+* cross family: SAE host SmolLM2-135M-Instruct (Llama; a TopK SAE is trained
+  here on block 15 with ``saerl_zoo.sae_training.train_sae``, and its probes
+  are fitted on ground-truth level / quality of the embedded pool's two 10%
+  labelled subsets), used on Gemma-3-270M (Gemma 3, another tokenizer).
 
 For each pair, pairing (prompt-level pooled / token-level by character
 offsets) and method (ridge, Procrustes after whitening, CCA, identity
@@ -310,7 +313,8 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         lines += [f"Pairs {', '.join(meta['resumed_pairs'])} were computed by earlier invocations of the same command "
                   "(cached in runs/transfer/results.json; see each pair's computed_at in transfer.json) and only rendered by this one.", ""]
     lines += [
-        "Host A = the SAE's model; B = the model it is transferred to. Maps are fitted on a shared corpus "
+        "A = the SAE host, the model the SAE and probes were trained on; B = the model they are used on "
+        "(a map carries B's activations into A's space). Maps are fitted on a shared corpus "
         f"({meta['corpus']}) and evaluated on the embedded {meta['n_pool']}-prompt pool. Probe metrics are on the "
         "pool prompts outside both labelled subsets: difficulty = Spearman with the ground-truth level "
         "(good prompts only), quality = AUROC against ground-truth good/broken.",
@@ -430,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{args.tiny_b} is missing: build it with scripts/build_default.py (see this script's doc)")
             host, host_tok = load_model(default_path("model"))
             model, tok = load_model(args.tiny_b)
-            pair = Pair("tiny", "Same family, two sizes: embedded Llama 4×128 (A, SAE on block 2) ← Llama 6×192 (B)",
+            pair = Pair("tiny", "Same family, two sizes: SAE host embedded Llama 4×128 (A, SAE on block 2), used on Llama 6×192 (B)",
                         host, host_tok, load_sae("saerl-tiny-math/sae"), "saerl-tiny-math/sae", 2, model, tok,
                         "runs/tiny_b/model", list(range(6)), 48, None,
                         (load_probe("saerl-tiny-math/difficulty-probe"), load_probe("saerl-tiny-math/quality-probe")),
@@ -444,8 +448,8 @@ def main(argv: list[str] | None = None) -> None:
             model, tok = load_model(gemma_dir)
             pool = [r["prompt"] for r in pool_rows(args.n_pool)[0]]
             sae, sae_info = smollm2_sae(args.out, smol_dir, host_tok, host.config.hidden_size, pool + corpus, args)
-            pair = Pair("cross", "Cross family: SmolLM2-135M-Instruct (A, Llama, SAE on block "
-                        f"{args.cross_layer}) ← Gemma-3-270M (B, Gemma 3, other tokenizer)",
+            pair = Pair("cross", "Cross family: SAE host SmolLM2-135M-Instruct (A, Llama, SAE on block "
+                        f"{args.cross_layer}), used on Gemma-3-270M (B, Gemma 3, other tokenizer)",
                         host, host_tok, sae, "smollm2-135m/sae-block15", args.cross_layer, model, tok, GEMMA3_ID,
                         [int(x) for x in args.gemma_layers.split(",")], args.max_length, args.outlier_ratio, None,
                         [f"host SAE trained here with saerl_zoo.sae_training.train_sae: {json.dumps(sae_info)}; "
