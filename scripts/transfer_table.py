@@ -204,6 +204,22 @@ def pool_rows(n: int) -> tuple[list[dict], list[dict]]:
     return load_rows(default_path("prompts.jsonl"))[:n], load_rows(default_path("ground_truth.jsonl"), None)[:n]
 
 
+def default_stitch_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table row of the stitch a user gets by default: ``fit_stitch``'s default pairing and method.
+
+    Why this one and not the "best" by corpus EV: each pairing's EV is measured on
+    its own units (prompt means vs single tokens), so the prompt map's higher EV
+    made the featurize check validate the prompt-ridge stitch instead of the
+    token-ridge default the README and ``transfer fit`` use.
+    """
+    params = inspect.signature(fit_stitch).parameters
+    pairing, method = params["pairing"].default, params["method"].default
+    matches = [r for r in rows if r["pairing"] == pairing and r["method"] == method]
+    if len(matches) != 1:
+        raise ValueError(f"{len(matches)} rows with the default stitch ({pairing}-{method}); expected exactly one")
+    return matches[0]
+
+
 def run_pair(pair: Pair, corpus: list[str], out: Path, args) -> dict[str, Any]:
     rows, truth_rows = pool_rows(args.n_pool)
     pool = [r["prompt"] for r in rows]
@@ -260,15 +276,15 @@ def run_pair(pair: Pair, corpus: list[str], out: Path, args) -> dict[str, Any]:
     timings["fit_and_eval_s"] = round(time.time() - start, 1)
 
     # the stitched SAE inside the real featurizer gives the codes the table was computed from
-    best = max((r for r in result["rows"] if r["method"] == "ridge"), key=lambda r: r["fit"]["explained_variance"])
+    checked = default_stitch_row(result["rows"])
     from saerl_zoo.transfer import StitchMap
 
-    stitch = StitchMap.load(out / "stitches" / pair.name / f"{best['pairing']}-ridge")
+    stitch = StitchMap.load(out / "stitches" / pair.name / f"{checked['pairing']}-{checked['method']}")
     n_check = 100
     via_featurize = featurize(pool[:n_check], pair.model, pair.tok, StitchedSAE(pair.sae, stitch), max_length=pair.max_length,
                               progress=False).toarray()
     from_cache = pooled_codes(pair.sae, b_pool.subset(range(n_check)), stitch.config.source_layer, stitch).toarray()
-    result["featurize_check"] = {"prompts": n_check, "stitch": f"{best['pairing']}-ridge",
+    result["featurize_check"] = {"prompts": n_check, "stitch": f"{checked['pairing']}-{checked['method']}",
                                  "max_abs_diff": float(np.abs(via_featurize - from_cache).max())}
     result["timings"] = timings
     return result
