@@ -129,3 +129,13 @@ def test_cli_eval_refuses_before_running_and_force_passes(model_dir, stitch, tmp
     forced = runner.invoke(main, [*base, "--to", str(model_dir / "c"), "--force"])
     assert forced.exit_code == 0, forced.output
     assert len(collected) == 2 and '"transfer"' in forced.output
+
+
+def test_fingerprint_is_the_same_model_from_any_folder(models, model_dir, tokenizer, tmp_path):
+    from saerl_zoo.models import load_model
+
+    _, b, c, _ = models
+    b.save_pretrained(tmp_path / "copy")
+    tokenizer.save_pretrained(tmp_path / "copy")
+    loaded = [load_model(str(folder))[0] for folder in (model_dir / "b", tmp_path / "copy")]
+    assert model_fingerprint(loaded[0]) == model_fingerprint(loaded[1]) == model_fingerprint(b) != model_fingerprint(c)

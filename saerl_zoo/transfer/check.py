@@ -45,7 +45,8 @@ def check_stitch_model(config: StitchConfig, model: torch.nn.Module, side: Side 
     fingerprint check is skipped with `force=True`, for the same weights under
     another dtype or a fine-tune the user knows to be close enough.
     """
-    name, layer, width = getattr(config, f"{side}_model"), getattr(config, f"{side}_layer"), getattr(config, f"d_{side}")
+    name = getattr(config, f"{side}_model") or "(unnamed model)"
+    layer, width = getattr(config, f"{side}_layer"), getattr(config, f"d_{side}")
     role = "reads" if side == "source" else "maps into"
     hidden = int(text_config(model).hidden_size)
     if hidden != width:
