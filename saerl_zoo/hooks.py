@@ -321,8 +321,12 @@ def resolve(model: torch.nn.Module, sae: Any, layer: int | None = None) -> HookP
     """The point `sae` reads on `model`; `layer` may only repeat the SAE's own block (its recorded hook is authoritative).
 
     An SAE that records no hook reads the output of decoder block `layer`.
-    The hooked tensor's width must equal the SAE's `d_in`.
+    The hooked tensor's width must equal the SAE's `d_in`. An SAE with a
+    `check_model(model)` method (a `StitchedSAE`) is asked first whether this model is its own.
     """
+    check = getattr(sae, "check_model", None)
+    if callable(check):  # an SAE bound to one model (a StitchedSAE) refuses any other before it is hooked or run
+        check(model)
     n_blocks = len(decoder_layers(model))
     if layer is not None and not 0 <= layer < n_blocks:
         raise ValueError(f"layer {layer} is out of range: the model has {n_blocks} decoder blocks (0..{n_blocks - 1})")

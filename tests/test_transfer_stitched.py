@@ -13,6 +13,7 @@ from saerl_zoo.transfer import (
     RefitLabels,
     StitchedSAE,
     StitchMap,
+    StitchMismatch,
     TransferEvaluation,
     collect_activations,
     fit_stitch,
@@ -20,6 +21,7 @@ from saerl_zoo.transfer import (
     register_stitch,
 )
 from saerl_zoo.transfer.evaluate import pooled_codes
+from saerl_zoo.transfer.scorer import model_fingerprint
 from saerl_zoo.zoo import api, registry
 from saerl_zoo.zoo.formats import save_sae
 from saerl_zoo.zoo.hub import hash_folder
@@ -72,7 +74,7 @@ def test_stitched_sae_refuses_mismatches(models, tokenizer, acts):
     host.cfg.metadata.model_name = "someone/else"
     with pytest.raises(ValueError, match="this SAE reads someone/else"):
         StitchedSAE(host, stitch)
-    with pytest.raises(ValueError, match="is 32 wide but the SAE's d_in is 48"):
+    with pytest.raises(ValueError, match=r"the stitch reads 48-dim activations of \(unnamed model\), but this model \(LlamaForCausalLM\) is 32 wide"):
         featurize(PROMPTS, a, tokenizer, StitchedSAE(make_tiny_sae(32), stitch), progress=False)
 
 
@@ -104,6 +106,12 @@ def test_load_sae_for_model_applies_the_registered_stitch(models, tokenizer, loc
     stitched = api.load_sae("test/sae", for_model="test/tiny-b")
     assert isinstance(stitched, StitchedSAE) and stitched.cfg.metadata.stitch["name"] == "test/tiny-b-to-a"
     assert featurize(PROMPTS, b, tokenizer, stitched, progress=False).shape == (len(PROMPTS), 64)
+    assert stitch.config.source_fingerprint == model_fingerprint(b) and stitch.config.target_fingerprint == model_fingerprint(a)
+    other = make_tiny_llama(len(tokenizer), hidden=48, layers=2, seed=5)  # B's shape, other weights
+    with pytest.raises(StitchMismatch, match="another model of the same width"):
+        featurize(PROMPTS, other, tokenizer, stitched, progress=False)
+    forced = api.load_sae("test/sae", for_model="test/tiny-b", force_stitch=True)
+    assert featurize(PROMPTS, other, tokenizer, forced, progress=False).shape == (len(PROMPTS), 64)
     assert not isinstance(api.load_sae("test/sae", for_model="test/tiny-a"), StitchedSAE)  # its own host: no stitch
     with pytest.raises(ValueError, match="no stitch from org/other into it; it has stitches from test/tiny-b"):
         api.load_sae("test/sae", for_model="org/other")

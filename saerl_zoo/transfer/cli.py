@@ -115,8 +115,10 @@ def fit_cmd(sae_name, host, target, corpus, text_field, layer, candidate_layers,
 @click.option("--trust-remote-code", is_flag=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as JSON here.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out (without it, an existing --out is refused).")
+@click.option("--force", is_flag=True, help="Run although a model's fingerprint differs from the one the stitch recorded "
+                                            "(width and block are still checked).")
 def eval_cmd(stitch_dir, sae_name, host, target, prompts, prompt_field, ground_truth, difficulty_probe, quality_probe,
-             refit_difficulty_labels, refit_quality_labels, max_length, batch_size, seed, device, trust_remote_code, out, overwrite):
+             refit_difficulty_labels, refit_quality_labels, max_length, batch_size, seed, device, trust_remote_code, out, overwrite, force):
     """Compare the host's SAE, probes and curriculum with the same run through model B and a stitch."""
     from saerl_zoo.data import align_labels, load_rows
     from saerl_zoo.embedded import default_path
@@ -156,7 +158,7 @@ def eval_cmd(stitch_dir, sae_name, host, target, prompts, prompt_field, ground_t
         truth = GroundTruth.from_rows(truth_rows, exclude=np.concatenate(labelled) if labelled else None)
     report = evaluate_stitch(stitch, sae, host_model, host_tokenizer, model, tokenizer, [r[prompt_field] for r in rows],
                              difficulty_probe=probes.get("difficulty"), quality_probe=probes.get("quality"), truth=truth, refit=refit,
-                             max_length=max_length, batch_size=batch_size, seed=seed)
+                             max_length=max_length, batch_size=batch_size, seed=seed, force=force)
     if out is not None:
         write_json(out, report)
     shown = {k: v for k, v in report.items() if k != "stitch"}

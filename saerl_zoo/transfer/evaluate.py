@@ -203,17 +203,23 @@ def evaluate_stitch(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Run `prompts` through host A and model B, then compare the host pipeline with the stitched one (see the module doc)."""
+    """Run `prompts` through host A and model B, then compare the host pipeline with the stitched one (see the module doc).
+
+    Both models are checked against the stitch (width, block, fingerprint) before either runs;
+    `force=True` skips the fingerprint check only.
+    """
     from saerl_zoo.transfer.activations import collect_activations
+    from saerl_zoo.transfer.check import check_stitch_model
     from saerl_zoo.transfer.fit import outlier_ratio
 
     c = stitch.config
+    check_stitch_model(c, host_model, "target", force=force)
+    check_stitch_model(c, model, "source", force=force)
     kw = {"max_length": max_length, "batch_size": batch_size, "outlier_norm_ratio": outlier_ratio(sae), "progress": progress}
     target = collect_activations(host_model, host_tokenizer, prompts, [c.target_layer], **kw)
     source = collect_activations(model, tokenizer, prompts, [c.source_layer], **kw)
-    if source.width != c.d_source:
-        raise ValueError(f"the stitch reads {c.d_source}-dim activations of {c.source_model}; this model's are {source.width}-dim")
     evaluation = TransferEvaluation(sae, target, c.target_layer, difficulty_probe=difficulty_probe, quality_probe=quality_probe,
                                     truth=truth, seed=seed)
     return {"native": evaluation.native(), "transfer": evaluation.evaluate(stitch, source, refit), "stitch": dataclasses.asdict(c)}

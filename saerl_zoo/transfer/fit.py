@@ -98,6 +98,8 @@ def fit_stitch(
     corpus: dict[str, Any] | None = None,
     source_model: str | None = None,
     target_model: str | None = None,
+    source_fingerprint: str | None = None,
+    target_fingerprint: str | None = None,
     heldout_fraction: float = 0.2,
     seed: int = 0,
 ) -> StitchMap:
@@ -110,7 +112,8 @@ def fit_stitch(
 
     The config's metrics hold the held-out explained variance of this map and of
     the identity baseline (truncated / padded when the widths differ), and the
-    layer scores when the layer was chosen here.
+    layer scores when the layer was chosen here. The fingerprints (`model_fingerprint` of B and A) let every
+    route refuse the stitch on another model; without them only width and block can be checked.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -154,6 +157,8 @@ def fit_stitch(
         metrics=metrics,
         identity=identity_kind(pairs.X.shape[1], pairs.Y.shape[1]) if method == "identity" else None,
         seed=seed,
+        source_fingerprint=source_fingerprint,
+        target_fingerprint=target_fingerprint,
     )
     return StitchMap(weight, bias, config)
 
@@ -187,6 +192,7 @@ def fit_stitch_on_texts(
     layer, default all, to choose one), then `fit_stitch`."""
     from saerl_zoo.featurizer import decoder_layers, resolve_layer
     from saerl_zoo.transfer.activations import collect_activations
+    from saerl_zoo.transfer.scorer import model_fingerprint
 
     target_layer = resolve_layer(host_model, sae, None)
     if source_layer is not None:
@@ -199,5 +205,6 @@ def fit_stitch_on_texts(
     return fit_stitch(
         source, target, target_layer=target_layer, sae=sae_name or str(sae.cfg.metadata.get("zoo_name") or sae.cfg.metadata.get("hook_name")),
         source_layer=source_layer, method=method, pairing=pairing, corpus=corpus_record(texts, corpus_path),
-        source_model=source_model, target_model=sae.cfg.metadata.get("model_name") or target.model, seed=seed,
+        source_model=source_model, target_model=sae.cfg.metadata.get("model_name") or target.model,
+        source_fingerprint=model_fingerprint(model), target_fingerprint=model_fingerprint(host_model), seed=seed,
     )

@@ -56,6 +56,10 @@ class StitchConfig:
     identity: str | None = None  # identity map only: "exact", "truncated" (d_source > d_target) or "padded"
     seed: int = 0
     version: int = 1
+    # `saerl_zoo.transfer.scorer.model_fingerprint` of B and A at fit time: what `check_stitch_model` compares
+    # before a forward pass (None: fitted from saved activations or before fingerprints were kept)
+    source_fingerprint: str | None = None
+    target_fingerprint: str | None = None
 
 
 def identity_kind(d_source: int, d_target: int) -> str:

@@ -7,6 +7,10 @@ so `featurize(prompts, model_B, tokenizer_B, stitched)` hooks B at the
 stitch's layer; `encode` maps B's activations into A's space and runs A's
 SAE on them, so codes (and every probe or clustering fitted on them) keep
 their meaning. `decode` returns A-space activations.
+
+Before any forward pass, `saerl_zoo.hooks.resolve` calls `check_model`: the
+model must be the stitch's source (width, block, fingerprint), unless the
+wrapper was made with `force=True`.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from typing import Any
 
 import torch
 
+from saerl_zoo.transfer.check import check_stitch_model
 from saerl_zoo.transfer.maps import StitchMap
 
 
 class StitchedSAE(torch.nn.Module):
     """`sae.encode(stitch(x))` for activations x of the stitch's source model."""
 
-    def __init__(self, sae: Any, stitch: StitchMap, name: str | None = None):
+    def __init__(self, sae: Any, stitch: StitchMap, name: str | None = None, *, force: bool = False):
         super().__init__()
         c = stitch.config
         if int(sae.cfg.d_in) != c.d_target:
@@ -34,6 +39,7 @@ class StitchedSAE(torch.nn.Module):
             raise ValueError(f"the stitch maps into {c.target_model}'s residual stream, but this SAE reads {host}")
         self.sae = sae
         self.stitch = stitch
+        self.force = force  # skip the fingerprint check (not width or block) for a model the user knows fits
         self.cfg = copy.deepcopy(sae.cfg)
         self.cfg.d_in = c.d_source
         meta = self.cfg.metadata
@@ -60,6 +66,10 @@ class StitchedSAE(torch.nn.Module):
             self.sae.activation_fn = value
             return
         super().__setattr__(name, value)
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Refuse (`StitchMismatch`) a model other than the stitch's source; `resolve` calls it before any forward pass."""
+        check_stitch_model(self.stitch.config, model, "source", force=self.force)
 
     def map(self, x: torch.Tensor) -> torch.Tensor:
         """B's activations (... x d_source) in A's residual stream (... x d_target)."""

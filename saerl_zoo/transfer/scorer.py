@@ -25,9 +25,10 @@ class ScorerTransferWarning(UserWarning):
     """A curriculum is used to train a policy other than the model that scored it."""
 
 
-# Config fields a trainer flips at run time without changing the model: hashed at their saved default, so
-# TRL turning `use_cache` off for gradient checkpointing does not make the scorer itself look like another model.
-RUNTIME_CONFIG = {"use_cache": True}
+# Config fields that say where the model came from or how it runs, not what it is: hashed at a fixed value, so
+# TRL turning `use_cache` off for gradient checkpointing, or loading the same weights from another folder or Hub id
+# (`_name_or_path`), does not make the model look like another one.
+RUNTIME_CONFIG = {"use_cache": True, "_name_or_path": ""}
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

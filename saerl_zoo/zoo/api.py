@@ -128,6 +128,7 @@ def load_sae(
     force_download: bool = False,
     catalog: Catalog | None = None,
     for_model: str | None = None,
+    force_stitch: bool = False,
 ) -> Any:
     """A sae-lens `SAE` from a catalog name, a local folder, a Hub repo id or sae-lens's registry.
 
@@ -154,15 +155,20 @@ def load_sae(
     host, the result is a `saerl_zoo.transfer.StitchedSAE` that hooks
     `for_model` at the stitch's layer and maps its activations into the host's
     residual stream before encoding (it works with `featurize` as any SAE).
+    Featurizing with it refuses a model other than the one the stitch was
+    fitted on (width, block, fingerprint); `force_stitch=True` skips the
+    fingerprint check, for a model you know to be the same or close enough.
     """
     from saerl_zoo.hooks import attach
 
     return attach(_load_sae(name_or_path, subfolder=subfolder, revision=revision, sae_id=sae_id, verify=verify, device=device, dtype=dtype,
-                            force_download=force_download, catalog=catalog, for_model=for_model))
+                            force_download=force_download, catalog=catalog, for_model=for_model,
+                            force_stitch=force_stitch))
 
 
 def _load_sae(name_or_path: Any, *, subfolder: str | None, revision: str | None, sae_id: str | None, verify: bool, device: str,
-              dtype: str | None, force_download: bool, catalog: Catalog | None, for_model: str | None) -> Any:
+              dtype: str | None, force_download: bool, catalog: Catalog | None, for_model: str | None,
+              force_stitch: bool) -> Any:
     from saerl_zoo.zoo import formats
 
     _refuse_empty_name(name_or_path, "load_sae")
@@ -170,7 +176,7 @@ def _load_sae(name_or_path: Any, *, subfolder: str | None, revision: str | None,
         return name_or_path
     if for_model is not None:
         return _load_for_model(name_or_path, for_model, device=device, dtype=dtype, verify=verify,
-                               force_download=force_download, cat=_catalog(catalog))
+                               force_download=force_download, cat=_catalog(catalog), force_stitch=force_stitch)
     if subfolder is not None:
         safe_relative(subfolder, "subfolder")
     cat = _catalog(catalog)
@@ -214,7 +220,8 @@ def stitches_for(sae_name: str, model_id: str | None = None, *, catalog: Catalog
     return sorted(found, key=lambda a: (-float(a.metrics.get("explained_variance", float("-inf"))), a.name))
 
 
-def _load_for_model(name: Any, for_model: str, *, device: str, dtype: str | None, verify: bool, force_download: bool, cat: Catalog) -> Any:
+def _load_for_model(name: Any, for_model: str, *, device: str, dtype: str | None, verify: bool, force_download: bool, cat: Catalog,
+                    force_stitch: bool) -> Any:
     """The catalog SAE `name` for use on `for_model`: itself on its own host, else through the catalog's best stitch."""
     from saerl_zoo.transfer.maps import StitchMap
     from saerl_zoo.transfer.sae import StitchedSAE
@@ -237,7 +244,7 @@ def _load_for_model(name: Any, for_model: str, *, device: str, dtype: str | None
         )
     stitch_art = found[0]
     stitch = StitchMap.load(pull(stitch_art, force=force_download))
-    return StitchedSAE(sae, stitch, name=stitch_art.name).to(device)
+    return StitchedSAE(sae, stitch, name=stitch_art.name, force=force_stitch).to(device)
 
 
 @contextlib.contextmanager
