@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from saerl_zoo.errors import UserError, numbered_prompts
 from saerl_zoo.hooks import HookPoint, HookSpec, bind, block_output_layer, capture, decoder_layers, resolve, sae_input
+from saerl_zoo.models import special_token_mask
 from saerl_zoo.storage import load_csr, read_json, read_metadata, save_csr, write_json
 
 Pooling = Literal["mean", "max"]
@@ -47,21 +48,6 @@ _ENCODE_CHUNK_ELEMENTS = 1 << 24  # tokens × d_sae per SAE encode call: 64 MB o
 def resolve_layer(model: torch.nn.Module, sae: Any, layer: int | None) -> int:
     """The decoder block whose output the SAE reads (its hook decides; `layer` may only repeat it); refuses any other tensor."""
     return block_output_layer(resolve(model, sae, layer))
-
-
-def special_token_mask(tokenizer: Any, ids: Sequence[Sequence[int]]) -> list[list[int]]:
-    """1 for each token whose id is one of the tokenizer's special tokens, 0 otherwise (one list per sequence).
-
-    Decided by id because `return_special_tokens_mask` flags only the tokens the
-    tokenizer adds itself (BOS, ...): a '<|im_start|>' or '<bos>' typed inside a
-    prompt becomes the same special id but is flagged 0, and would be pooled like
-    a word. The unknown token is not counted: it stands for text the vocabulary
-    lacks, not for a marker.
-    """
-    special = set(tokenizer.all_special_ids)
-    special.update(i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(tok, "special", False))
-    special.discard(tokenizer.unk_token_id)
-    return [[int(i in special) for i in seq] for seq in ids]
 
 
 def _check_prompts(prompts: Sequence[Any]) -> list[str]:

@@ -6,12 +6,16 @@ here, so a bad path or a broken folder is reported the same way everywhere: one
 is checked before transformers sees it, because transformers' own messages
 mislead for the commonest mistakes (a missing folder is reported as a bad Hub
 repo id, a folder without config.json as a missing sentencepiece).
+
+It also says which tokens are the tokenizer's special ones (`special_token_mask`),
+so featurize, the transfer collector and `verify` all skip the same tokens.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +121,18 @@ def load_model(
         raise ModelLoadError(f"{where}: it does not load as a causal LM: {one_line(err)}") from err
     model.to(device).eval()
     return model, tokenizer
+
+
+def special_token_mask(tokenizer: Any, ids: Sequence[Sequence[int]]) -> list[list[int]]:
+    """1 for each token whose id is one of the tokenizer's special tokens, 0 otherwise (one list per sequence).
+
+    Decided by id because `return_special_tokens_mask` flags only the tokens the
+    tokenizer adds itself (BOS, ...): a '<|im_start|>' or '<bos>' typed inside a
+    prompt becomes the same special id but is flagged 0, and would be pooled like
+    a word. The unknown token is not counted: it stands for text the vocabulary
+    lacks, not for a marker.
+    """
+    special = set(tokenizer.all_special_ids)
+    special.update(i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(tok, "special", False))
+    special.discard(tokenizer.unk_token_id)
+    return [[int(i in special) for i in seq] for seq in ids]

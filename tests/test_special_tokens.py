@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import make_char_tokenizer, make_tiny_llama, make_tiny_sae
 
-from saerl_zoo.featurizer import featurize, special_token_mask
+from saerl_zoo.featurizer import featurize
+from saerl_zoo.models import special_token_mask
 from saerl_zoo.transfer.activations import collect_activations
 
 PLAIN = ["What is 2 + 3?", "gcd(12, 18) = ?"]

@@ -22,8 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from saerl_zoo.errors import numbered_prompts
-from saerl_zoo.featurizer import (_check_prompts, _pad, decoder_layers, model_context, outlier_token_mask, padding_id,
-                                 special_token_mask)
+from saerl_zoo.featurizer import _check_prompts, _pad, decoder_layers, model_context, outlier_token_mask, padding_id
+from saerl_zoo.models import special_token_mask
 from saerl_zoo.storage import read_tensors, write_tensors
 from saerl_zoo.transfer.align import align_spans
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from saerl_zoo.featurizer import decoder_layers
+from saerl_zoo.hooks import decoder_layers
 
 
 class ScorerTransferWarning(UserWarning):

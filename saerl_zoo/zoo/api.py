@@ -359,7 +359,7 @@ L0_FACTOR_LOOSE, EV_ABS_LOOSE = 2.0, 0.25  # against the eval-set metrics when n
 
 def reference_activations(model: Any, tokenizer: Any, art: Artifact, sae: Any, texts: tuple[str, ...] = REFERENCE_TEXTS) -> torch.Tensor:
     """The SAE's hook point (resolved as featurize resolves it) on the reference texts, after the entry's token policies (tokens x d)."""
-    from saerl_zoo.featurizer import special_token_mask
+    from saerl_zoo.models import special_token_mask
     from saerl_zoo.hooks import capture, resolve
 
     pre = art.preprocessing
