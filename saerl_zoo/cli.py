@@ -70,6 +70,12 @@ def _default_feature_cache() -> Path:
     return cache_root() / "features"
 
 
+def _warn(note: str | None) -> None:
+    """A library's note on a finished run (prompts cut, a solver that stopped short), as one stderr line."""
+    if note:
+        click.echo(f"warning: {note}", err=True)
+
+
 def _prompts_path(prompts: Path | None) -> Path:
     from saerl_zoo.embedded import default_path
 
@@ -160,8 +166,7 @@ def featurize(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, d
     )
     save_csr(out, X, {"pooling": pooling, "layer": str(layer), "max_length": str(info.max_length), "truncated": str(info.n_truncated)})
     click.echo(f"wrote {X.shape[0]} × {X.shape[1]} features ({X.nnz / X.shape[0]:.1f} active per prompt) to {out}")
-    if info.truncation_note():
-        click.echo(f"warning: {info.truncation_note()}", err=True)
+    _warn(info.truncation_note())
 
 
 @main.command("fit-probe")
@@ -197,8 +202,7 @@ def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator
         probe = QualityProbe.fit(X[index], values, kind=estimator, seed=seed)
     probe.save(out)
     click.echo(f"{kind} probe on {len(index)} labels, held-out {json.dumps(probe.metrics)} → {out}")
-    if probe.convergence_note():
-        click.echo(f"warning: {probe.convergence_note()}", err=True)
+    _warn(probe.convergence_note())
 
 
 @main.command("cluster")
@@ -277,9 +281,7 @@ def curriculum(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, 
     ground_truth = ground_truth or (default_path("ground_truth.jsonl") if prompts is None else None)
     report = write_report(result, out, true_levels(rows, ground_truth) if ground_truth else None)
     click.echo(f"kept {int(result.keep.sum())} of {len(result)} prompts → {ordered}")
-    note = FeaturizeInfo(**result.provenance["featurize"]).truncation_note()
-    if note:
-        click.echo(f"warning: {note}", err=True)
+    _warn(FeaturizeInfo(**result.provenance["featurize"]).truncation_note())
     click.echo(f"report: {report['markdown']}, plot: {report['plot']}")
 
 

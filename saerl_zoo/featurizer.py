@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from saerl_zoo.errors import UserError, numbered_prompts
-from saerl_zoo.hooks import HookPoint, HookSpec, bind, block_output_layer, capture, decoder_layers, resolve, sae_input
+from saerl_zoo.hooks import HookPoint, HookSpec, bind, block_output_layer, capture, decoder_layers, resolve, sae_input, text_config
 from saerl_zoo.models import special_token_mask
 from saerl_zoo.storage import load_csr, read_json, read_metadata, save_csr, write_json
 
@@ -71,10 +71,9 @@ def model_context(model: torch.nn.Module, tokenizer: Any) -> int | None:
     Past it, learned position embeddings index out of range and rotary ones
     read positions the model never saw, so every reader caps prompts here.
     """
-    config = getattr(model, "config", None)
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    config = text_config(model)
     for key in _CONTEXT_KEYS:
-        value = getattr(text_config, key, None)
+        value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
             return value
     limit = getattr(tokenizer, "model_max_length", None)
