@@ -182,13 +182,35 @@ def lr_at(step: int, args) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_lm(model, examples: list[list[int]], pad_id: int, args) -> None:
-    """Plain next-token training on "prompt answer" texts (nanoGPT style)."""
+def train_lm(model, tokenizer, examples: list[list[int]], args, out: Path) -> None:
+    """Plain next-token training on "prompt answer" texts (nanoGPT style).
+
+    Every ``--checkpoint-every`` steps the model, optimizer, batch generator and
+    running loss go to ``<out>/lm_checkpoint/`` (one atomic folder), so a killed
+    build resumes where it stopped with the same batches; with
+    ``--snapshot-every`` a loadable policy folder is also kept at
+    ``<out>/snapshots/step-NNNNN``, for choosing a starting competence after
+    the fact (the cosine schedule still runs over all ``--lm-steps``)."""
+    from safetensors.torch import load_model, save_model
+
+    from saerl_zoo.storage import atomic_folder
+
     gen = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    pad_id = tokenizer.pad_token_id
+    checkpoint = out / "lm_checkpoint"
+    start, running = 0, None
+    if (checkpoint / "state.pt").exists():
+        state = torch.load(checkpoint / "state.pt", weights_only=True)
+        if state["lm_steps"] != args.lm_steps:
+            sys.exit(f"{checkpoint} is from a run of --lm-steps {state['lm_steps']}; remove it to start over")
+        load_model(model, checkpoint / "model.safetensors")
+        opt.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        gen.set_state(state["generator"])
+        start, running = state["step"], state["running"]
+        log(f"  resuming LM training at step {start} from {checkpoint}")
     model.train()
-    running = None
-    for step in range(args.lm_steps):
+    for step in range(start, args.lm_steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
         idx = torch.randint(len(examples), (args.batch_size,), generator=gen).tolist()
@@ -201,6 +223,16 @@ def train_lm(model, examples: list[list[int]], pad_id: int, args) -> None:
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if step % 250 == 0 or step == args.lm_steps - 1:
             log(f"  lm step {step:5d}/{args.lm_steps}  loss {running:.3f}  lr {lr_at(step, args):.2e}")
+        done = step + 1
+        if args.snapshot_every and done % args.snapshot_every == 0:
+            save_policy(model, tokenizer, out / "snapshots" / f"step-{done:05d}")
+        if done % args.checkpoint_every == 0 and done < args.lm_steps:
+            with atomic_folder(checkpoint) as tmp:
+                save_model(model, str(tmp / "model.safetensors"))
+                torch.save(opt.state_dict(), tmp / "optimizer.pt")
+                torch.save({"step": done, "lm_steps": args.lm_steps, "generator": gen.get_state(),
+                            "running": running}, tmp / "state.pt")
+                tokenizer.save_pretrained(tmp)
     model.eval()
 
 
@@ -340,6 +372,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lm-steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--checkpoint-every", type=int, default=250, help="LM steps between resumable checkpoints")
+    p.add_argument("--snapshot-every", type=int, default=0,
+                   help="also keep the policy every N LM steps in <out>/snapshots/ (0: never)")
     p.add_argument("--k", type=int, default=8, help="rollouts per prompt for pass rates")
     p.add_argument("--max-new-tokens", type=int, default=10)
     p.add_argument("--sae-layer", type=int, default=2)
@@ -403,13 +438,18 @@ def stage_policy(out: Path, train_texts: list[str], items: list[dict], args):
     if args.reuse_lm and (out / "model" / "model.safetensors").exists():
         log(f"b+c. reusing tokenizer + policy LM from {out / 'model'}")
     else:
-        log(f"b. tokenizer (byte-level BPE, vocab {args.vocab_size})")
-        tokenizer = train_tokenizer(train_texts + [i["prompt"] for i in items], args.vocab_size, args.max_len)
+        if (out / "lm_checkpoint" / "state.pt").exists():
+            log(f"b. tokenizer of the interrupted run in {out / 'lm_checkpoint'}")
+            tokenizer = AutoTokenizer.from_pretrained(out / "lm_checkpoint")
+        else:
+            log(f"b. tokenizer (byte-level BPE, vocab {args.vocab_size})")
+            tokenizer = train_tokenizer(train_texts + [i["prompt"] for i in items], args.vocab_size, args.max_len)
         model = make_model(tokenizer, args)
         log(f"c. policy LM: Llama {args.layers}x{args.hidden}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
             f"params, {args.lm_steps} steps x {args.batch_size} on {len(train_texts)} clean problems")
-        train_lm(model, encode_examples(tokenizer, train_texts), tokenizer.pad_token_id, args)
+        train_lm(model, tokenizer, encode_examples(tokenizer, train_texts), args, out)
         save_policy(model, tokenizer, out / "model")
+        shutil.rmtree(out / "lm_checkpoint", ignore_errors=True)
     # always continue from the saved files, so later stages see exactly what ships
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
     model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
