@@ -106,7 +106,7 @@ def label_pass_rates(
         "model": _model_name(model_path), "gguf_file": gguf_file, "dtype": dtype, "backend": generator.backend,
         "chat_template": generator.chat_template, "verifier": scorer.name, "verifier_source_sha256": scorer.fingerprint,
         "k": k, "temperature": float(temperature), "max_new_tokens": max_new_tokens, "seed": seed, "shard_size": shard_size,
-        "fraction": fraction, "count": count, "prompt_field": prompt_field,
+        "fraction": fraction, "count": count, "prompt_field": prompt_field,  # the inputs last: a message names a setting first
         "inputs_sha256": hashlib.sha256(json.dumps([list(chosen), prompt_ids], sort_keys=True, default=str).encode()).hexdigest(),
     }
     folder = shards_folder(out)
@@ -164,9 +164,11 @@ def _open_shards(folder: Path, settings: dict[str, Any], overwrite: bool) -> int
         if recorded == settings:
             return finished
         if finished and not overwrite:
-            key = next(key for key in sorted(set(settings) | set(recorded)) if settings.get(key) != recorded.get(key))
-            raise UserError(f"{folder} holds {finished} finished shards labelled with {key}={recorded.get(key)!r}, not "
-                            f"{settings.get(key)!r}: rerun with the same settings to resume, or give --overwrite to start over")
+            key = next(key for key in [*settings, *recorded] if settings.get(key) != recorded.get(key))
+            what = ("from other prompts (the prompt file, or the prompts as the tokenizer reads them, changed)" if key == "inputs_sha256"
+                    else f"with {key}={recorded.get(key)!r}, not {settings.get(key)!r}")
+            raise UserError(f"{folder} holds {finished} finished shards labelled {what}: rerun with the same settings to resume, "
+                            "or give --overwrite to start over")
         shutil.rmtree(folder)
     with atomic_folder(folder) as tmp:
         write_json(tmp / SETTINGS, settings)
