@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -162,10 +161,10 @@ def test_subset_is_ten_percent_by_default_and_seeded():
 def test_embedded_policy_passes_its_own_prompts(tmp_path):
     """Rollouts are scored as completions (not prompt + completion): the embedded policy solves some of its prompts."""
     out = tmp_path / "rates.jsonl"
-    summary = label_pass_rates(default_path("model"), default_path("prompts.jsonl"), out, count=16, k=4, verifier="task",
+    summary = label_pass_rates(default_path("model"), default_path("prompts.jsonl"), out, count=8, k=4, verifier="task",
                                max_new_tokens=8, shard_size=8)
     rows = load_rows(out, prompt_field=None)
-    assert summary["labelled"] == len(rows) == 16 and summary["rollouts_generated"] == 64 and summary["chat_template"] is False
+    assert summary["labelled"] == len(rows) == 8 and summary["rollouts_generated"] == 32 and summary["chat_template"] is False
     assert all(r["k"] == 4 and len(r["rewards"]) == 4 and r["pass_rate"] == sum(r["rewards"]) / 4 for r in rows)
     assert 0 < summary["mean_pass_rate"] < 1 and summary["note"] is None
     assert not shards_folder(out).exists()
@@ -223,6 +222,21 @@ def test_overwrite_discards_shards_of_other_settings(ws, verifiers, generate_cal
     generate_calls.clear()
     label_pass_rates(ws / "model", ws / "prompts.jsonl", out, **{**common, "k": 3}, overwrite=True)
     assert generate_calls == [4, 4, 4] and all(r["k"] == 3 for r in load_rows(out, prompt_field=None))
+
+
+def test_resume_refuses_shards_scored_by_an_edited_verifier(ws, tmp_path, monkeypatch):
+    """The verifier's source is part of the settings: shards scored by its old code are not mixed with new ones."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = tmp_path / "label_edited_verifier.py"
+    source.write_text("CALLS = [0]\n\ndef score(completion, row):\n    CALLS[0] += 1\n"
+                      "    if CALLS[0] == 9:\n        raise KeyboardInterrupt\n    return 0.5\n")
+    out = tmp_path / "rates.jsonl"
+    common = dict(count=12, k=2, verifier="label_edited_verifier:score", max_new_tokens=4, shard_size=4)
+    with pytest.raises(KeyboardInterrupt):
+        label_pass_rates(ws / "model", ws / "prompts.jsonl", out, **common)
+    source.write_text(source.read_text() + "# edited\n")
+    with pytest.raises(UserError, match="holds 1 finished shards labelled with verifier_source_sha256="):
+        label_pass_rates(ws / "model", ws / "prompts.jsonl", out, **common)
 
 
 def test_user_verifier_from_the_current_folder(ws, tmp_path, monkeypatch):
