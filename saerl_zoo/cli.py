@@ -16,14 +16,16 @@ import click
 from saerl_zoo.errors import UserError, one_line
 
 OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace the files an existing --out holds (without it, a non-empty --out is refused).")
-MODEL_OPTIONS = [
+LM_OPTIONS = [
     click.option("--model", "model_path", help="HF causal LM (folder or Hub id). Default: the embedded tiny policy."),
-    click.option("--sae", "sae_path", help="sae-lens SAE folder for that model. Default: the embedded SAE."),
-    click.option("--layer", type=int, help="Decoder block (from 0) whose output an SAE without a recorded hook reads; with a hook it may only repeat the SAE's block."),
     click.option("--gguf-file", help="Load --model from this GGUF file inside the folder."),
     click.option("--device", default="cpu", show_default=True),
     click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own code (off unless you ask)."),
 ]
+MODEL_OPTIONS = LM_OPTIONS[:1] + [
+    click.option("--sae", "sae_path", help="sae-lens SAE folder for that model. Default: the embedded SAE."),
+    click.option("--layer", type=int, help="Decoder block (from 0) whose output an SAE without a recorded hook reads; with a hook it may only repeat the SAE's block."),
+] + LM_OPTIONS[1:]
 FEATURIZE_OPTIONS = [
     click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True, help="Pool SAE codes over prompt tokens."),
     click.option("--batch-size", "featurize_batch_size", type=int, default=32, show_default=True, help="Prompts per forward pass."),
@@ -134,7 +136,7 @@ def main(debug: bool) -> None:
     stream, then derive diversity (clusters), difficulty and quality (probes)
     and order the prompt pool into a curriculum for GRPO-style training.
 
-    Typical flow: featurize → fit-probe (difficulty, quality) → curriculum.
+    Typical flow: label → featurize → fit-probe (difficulty, quality) → curriculum.
     `saerl-zoo curriculum --out runs/demo` runs the whole flow on the embedded
     default with nothing downloaded.
 
@@ -283,6 +285,75 @@ def curriculum(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, 
     click.echo(f"kept {int(result.keep.sum())} of {len(result)} prompts → {ordered}")
     _warn(FeaturizeInfo(**result.provenance["featurize"]).truncation_note())
     click.echo(f"report: {report['markdown']}, plot: {report['plot']}")
+
+
+PASS_RATE_ONLY = ("model_path", "gguf_file", "device", "trust_remote_code", "k", "verifier", "backend", "chat_template",
+                  "temperature", "max_new_tokens", "batch_size", "shard_size")
+QUALITY_ONLY = ("human_labels",)
+
+
+@main.command()
+@click.option("--kind", type=click.Choice(["pass-rate", "quality"]), required=True,
+              help="pass-rate: k rollouts per prompt scored by a verifier (difficulty labels); quality: quality labels.")
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="jsonl/parquet prompt set with ids. Default: the embedded one.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Labels to write (.jsonl, what fit-probe --labels reads).")
+@OVERWRITE
+@click.option("--fraction", type=float, help="Label this share of the prompts, a seeded subset. Default: 0.1 (the paper labels at most 10%).")
+@click.option("--count", type=int, help="Label this many prompts instead of a share.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the subset (and the rollouts).")
+@click.option("--prompt-field", default="prompt", show_default=True, help="Field of each row holding the prompt text.")
+@_apply(LM_OPTIONS)
+@click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="pass-rate: rollouts per prompt.")
+@click.option("--verifier", default="math", show_default=True,
+              help="pass-rate: math (math-verify against the row's answer), task (the embedded tasks' scorer), or module:function "
+                   "of your own, called as fn(completion, row) and returning a score in [0, 1] (the current folder is searched).")
+@click.option("--backend", type=click.Choice(["auto", "transformers", "vllm"]), default="auto", show_default=True,
+              help="pass-rate: auto uses vLLM when it is installed and --device is CUDA, else transformers.")
+@click.option("--chat-template/--no-chat-template", default=None,
+              help="pass-rate: wrap each prompt in the model's chat template as a user turn. Default: when the model has one.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="pass-rate: sampling temperature (exact softmax, no top-k/top-p; 0 = greedy).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True,
+              help="pass-rate: tokens per rollout; each prompt plus these must fit the model's context.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="pass-rate: completions per generate call (transformers).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="pass-rate: prompts per resumable shard; a killed run, rerun as it was, skips finished shards.")
+@click.option("--human-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="quality: jsonl of {id, label} from people.")
+@click.pass_context
+def label(ctx, kind, prompts, out, overwrite, fraction, count, seed, prompt_field, model_path, gguf_file, device, trust_remote_code,
+          k, verifier, backend, chat_template, temperature, max_new_tokens, batch_size, shard_size, human_labels):
+    """Make the labels the probes learn from, for a seeded subset of the prompts (10% unless --fraction/--count).
+
+    pass-rate: each prompt's pass rate over --k rollouts of --model, scored by
+    --verifier; resumable (rerun the same command after a kill). quality: see
+    --human-labels.
+    """
+    from click.core import ParameterSource
+
+    foreign = PASS_RATE_ONLY if kind == "quality" else QUALITY_ONLY
+    given = [p for p in ctx.command.params if p.name in foreign and ctx.get_parameter_source(p.name) != ParameterSource.DEFAULT]
+    if given:
+        raise click.UsageError(f"{'/'.join(given[0].opts + given[0].secondary_opts)} does not apply to --kind {kind}")
+    if kind == "quality":
+        from saerl_zoo.quality_labels import label_quality
+
+        summary = label_quality(_prompts_path(prompts), out, fraction=fraction, count=count, seed=seed, prompt_field=prompt_field,
+                                human_labels=human_labels, overwrite=overwrite)
+        click.echo(json.dumps(summary, default=str))
+        return
+    from saerl_zoo.embedded import default_path
+    from saerl_zoo.pass_rates import label_pass_rates
+
+    s = label_pass_rates(
+        default_path("model") if model_path is None else model_path, _prompts_path(prompts), out, fraction=fraction, count=count,
+        k=k, verifier=verifier, backend=backend, chat_template=chat_template, temperature=temperature, max_new_tokens=max_new_tokens,
+        seed=seed, shard_size=shard_size, batch_size=batch_size, prompt_field=prompt_field, device=device, gguf_file=gguf_file,
+        trust_remote_code=trust_remote_code, overwrite=overwrite,
+    )
+    click.echo(f"labelled {s['labelled']} of {s['prompts']} prompts, {s['k']} rollouts each ({s['verifier']} verifier, {s['backend']}, "
+               f"chat template {'on' if s['chat_template'] else 'off'}): mean pass rate {s['mean_pass_rate']:.3f}; "
+               f"{s['rollouts_generated']} rollouts in {s['seconds']:g} s ({s['shards_resumed']} of {s['shards']} shards resumed) → {out}")
+    _warn(s["note"])
 
 
 def _csv(kind):

@@ -269,7 +269,7 @@ def _plain_generation_config(model: Any) -> Iterator[None]:
 def sample_completions(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
     group_size: int,
     max_new_tokens: int,
@@ -277,13 +277,17 @@ def sample_completions(
 ) -> Rollout:
     """``group_size`` completions per prompt, rows grouped prompt by prompt.
 
+    A prompt is text, tokenized here with the tokenizer's special tokens, or a
+    list of token ids used as they are (a chat-templated prompt already holds
+    its special tokens; tokenizing its text again would double its BOS).
     Prompts are left-padded with an attention mask (``generate`` derives the
     positions from it); ``temperature=None`` decodes greedily.
     """
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = _pad_id(tokenizer, eos_ids)
     device = next(model.parameters()).device
-    prompt_ids, prompt_mask = _left_pad(tokenizer([p for p in prompts for _ in range(group_size)])["input_ids"], pad_id)
+    encoded = tokenizer(list(prompts))["input_ids"] if all(isinstance(p, str) for p in prompts) else [list(p) for p in prompts]
+    prompt_ids, prompt_mask = _left_pad([ids for ids in encoded for _ in range(group_size)], pad_id)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     sampling = temperature is not None
     with _plain_generation_config(model):

@@ -39,7 +39,7 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-def test_recipe_settings_are_valid():
+def test_recipe_settings_are_valid(tmp_path):
     from trl import GRPOConfig
 
     lib = load_script("recipe_lib")
@@ -62,7 +62,7 @@ def test_recipe_settings_are_valid():
     with pytest.raises(ValueError, match="not a multiple"):
         train.gradient_accumulation(128, 8, 16, 3)
     with pytest.raises(ValueError, match="at most 10%"):
-        load_script("build_artifacts").labelled_rows(100, 0.2, 0)
+        load_script("build_artifacts").stage_labels({"labels": {"fraction": 0.2}}, tmp_path)
 
 
 def test_recipe_reward_is_math_reward_with_its_normalisation():

@@ -7,7 +7,8 @@ so a killed run continues where it stopped):
   pool     the RL prompt pool from the recipe's dataset -> artifacts/pool.jsonl
            (id, question, answer, prompt = the policy's text, sae_text = what the SAE reads)
   labels   a seeded random subset of at most 10% of the pool; each prompt's pass rate over
-           k sampled rollouts scored by math_reward (vLLM when installed, else transformers)
+           k sampled rollouts scored by math_reward (vLLM when installed, else transformers), by
+           saerl_zoo.pass_rates (`saerl-zoo label --kind pass-rate`)
            -> artifacts/labels/pass_rates.jsonl (rollouts in resumable shards)
   sae      --sae / sae.pretrained (any saerl_zoo.load_sae spec), or a TopK SAE trained with
            sae-lens on the pool's sae_text at the recipe's layer -> artifacts/sae/ (+ sae_metrics.json
@@ -78,41 +79,24 @@ def stage_pool(recipe: dict[str, Any], out: Path) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- labels
 
 
-def labelled_rows(n: int, fraction: float, seed: int) -> list[int]:
-    """The labelled subset: a seeded random sample of ``fraction`` of the pool (at most 10%)."""
-    if not 0 < fraction <= MAX_LABEL_FRACTION:
-        raise ValueError(f"labels.fraction must be in (0, {MAX_LABEL_FRACTION}] (the paper labels at most 10%), got {fraction}")
-    return sorted(np.random.default_rng(seed).choice(n, size=max(1, int(fraction * n)), replace=False).tolist())
-
-
-def stage_labels(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]]) -> Path:
-    """Pass rates of the labelled subset, one resumable shard of rollouts at a time."""
-    from saerl_zoo.rewards import math_reward
+def stage_labels(recipe: dict[str, Any], out: Path) -> Path:
+    """Pass rates of a seeded subset of the pool: `saerl-zoo label --kind pass-rate`'s library function (resumable shards)."""
+    from saerl_zoo.pass_rates import label_pass_rates
 
     final = lib.artifacts(out) / "labels" / "pass_rates.jsonl"
     if final.exists():
         return final
     spec = recipe["labels"]
-    rows = labelled_rows(len(pool), spec["fraction"], recipe["seed"])
-    shards = [rows[s : s + spec["shard_size"]] for s in range(0, len(rows), spec["shard_size"])]
-    parts = final.parent / "shards"
-    generator: lib.Generator | None = None
-    for s, shard in enumerate(tqdm(shards, desc="pass rates", unit="shard")):
-        part = parts / f"shard-{s:05d}.jsonl"
-        if part.exists():
-            continue
-        if generator is None:  # loaded only if some shard is left to do
-            generator = lib.Generator(lib.model_dir(recipe, out), recipe["generation"], recipe["seed"])
-        completions = generator.generate([pool[i]["prompt"] for i in shard], n=spec["k"], temperature=spec["temperature"],
-                                         max_tokens=spec["max_tokens"], seed=recipe["seed"] + s)
-        lib.write_jsonl(part, [
-            {"id": pool[i]["id"], "pass_rate": float(np.mean([math_reward(c, pool[i]["answer"]) for c in texts])), "k": spec["k"]}
-            for i, texts in zip(shard, completions)
-        ])
-    labelled = [row for s in range(len(shards)) for row in lib.read_jsonl(parts / f"shard-{s:05d}.jsonl")]
-    lib.write_jsonl(final, labelled)
-    log(f"labels: {len(labelled)} pass rates ({len(labelled) / len(pool):.1%} of the pool), "
-        f"mean {np.mean([r['pass_rate'] for r in labelled]):.3f} -> {final}")
+    if not 0 < spec["fraction"] <= MAX_LABEL_FRACTION:
+        raise ValueError(f"labels.fraction must be in (0, {MAX_LABEL_FRACTION}] (the paper labels at most 10%), got {spec['fraction']}")
+    summary = label_pass_rates(
+        lib.model_dir(recipe, out), lib.artifacts(out) / "pool.jsonl", final, fraction=spec["fraction"], k=spec["k"], verifier="math",
+        temperature=spec["temperature"], max_new_tokens=spec["max_tokens"], seed=recipe["seed"], shard_size=spec["shard_size"],
+        **lib.generation_options(recipe),
+    )
+    log(f"labels: {summary['labelled']} pass rates ({summary['labelled'] / summary['prompts']:.1%} of the pool), "
+        f"mean {summary['mean_pass_rate']:.3f}, {summary['rollouts_generated']} rollouts in {summary['seconds']} s -> {final}"
+        + (f"; warning: {summary['note']}" if summary["note"] else ""))
     return final
 
 
@@ -292,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     last = STAGES.index(args.stage) if args.stage != "all" else len(STAGES) - 1
     pool = stage_pool(recipe, args.out)
     if last >= STAGES.index("labels"):
-        stage_labels(recipe, args.out, pool)
+        stage_labels(recipe, args.out)
     if last >= STAGES.index("sae"):
         source = stage_sae(recipe, args.out, pool, args.sae)
     if last >= STAGES.index("probes"):

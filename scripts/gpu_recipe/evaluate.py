@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import recipe_lib as lib  # noqa: E402
 
+from saerl_zoo.generation import Generator  # noqa: E402
+
 SEED_SUFFIX = re.compile(r"-seed\d+$")
 
 
@@ -70,14 +72,14 @@ def eval_rows(spec: dict[str, Any], out: Path, template: str) -> list[dict[str, 
             for r in rows]
 
 
-def evaluate_set(generator: lib.Generator, rows: list[dict[str, str]], spec: dict[str, Any], max_tokens: int,
+def evaluate_set(generator: Generator, rows: list[dict[str, str]], spec: dict[str, Any], max_tokens: int,
                  seed: int) -> dict[str, Any]:
     """Greedy accuracy, or avg@k over ``samples`` completions per problem."""
     from saerl_zoo.rewards import math_reward
 
     samples = int(spec["samples"])
     completions = generator.generate([r["prompt"] for r in rows], n=samples, temperature=float(spec["temperature"]),
-                                     max_tokens=max_tokens, seed=seed)
+                                     max_new_tokens=max_tokens, seed=seed)
     scores = [float(np.mean([math_reward(c, row["answer"]) for c in texts])) for row, texts in zip(rows, completions)]
     return {
         "accuracy": float(np.mean(scores)),
@@ -93,7 +95,7 @@ def evaluate_model(name: str, path: Path, recipe: dict[str, Any], out: Path, smo
     import torch
 
     spec = recipe["eval"]
-    generator = lib.Generator(path, recipe["generation"], recipe["seed"])
+    generator = Generator(path, seed=recipe["seed"], **lib.generation_options(recipe))
     sets = {}
     for set_name, set_spec in spec["sets"].items():
         rows = eval_rows(set_spec, out, recipe["prompt"]["template"])

@@ -21,7 +21,6 @@ Run folder layout::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -31,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from saerl_zoo.storage import atomic_folder
+from saerl_zoo.storage import atomic_folder, write_jsonl
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_RECIPE = HERE / "recipe.yaml"
@@ -126,13 +125,6 @@ def model_folder(spec: str | os.PathLike[str], revision: str | None = None) -> P
 # ---------------------------------------------------------------- files
 
 
-def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    from saerl_zoo.storage import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     from saerl_zoo.data import load_rows
 
@@ -182,62 +174,15 @@ def subsample(n: int, size: int | None, seed: int) -> list[int]:
 # ---------------------------------------------------------------- generation
 
 
-class Generator:
-    """``n`` completions per prompt from vLLM when it is installed and a GPU is present, else transformers.
+def generation_options(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's ``generation`` section as :class:`saerl_zoo.generation.Generator` keywords.
 
-    Both backends sample exactly softmax(logits / temperature) (no top-k/top-p),
-    the distribution GRPO trains on; temperature 0 decodes greedily.
+    No chat template: the recipe renders every prompt with its own ``prompt.template``.
     """
-
-    def __init__(self, path: Path, config: dict[str, Any], seed: int) -> None:
-        self.config, self.seed = config, seed
-        backend = config.get("backend", "auto")
-        if backend == "auto":
-            backend = "vllm" if _has_vllm() and device() == "cuda" else "transformers"
-        self.backend = backend
-        if backend == "vllm":
-            from vllm import LLM
-
-            self.llm = LLM(model=str(path), dtype=config["dtype"], seed=seed, max_model_len=config["max_model_len"],
-                           gpu_memory_utilization=config["gpu_memory_utilization"])
-        elif backend == "transformers":
-            from saerl_zoo.models import load_model
-
-            self.model, self.tokenizer = load_model(path, device=device(), dtype=torch_dtype(config["dtype"]))
-        else:
-            raise ValueError(f"unknown generation backend {backend!r}: use auto, vllm or transformers")
-
-    def generate(self, prompts: Sequence[str], *, n: int, temperature: float, max_tokens: int, seed: int) -> list[list[str]]:
-        """``n`` completion texts for each prompt, in prompt order."""
-        if self.backend == "vllm":
-            from vllm import SamplingParams
-
-            params = SamplingParams(n=n, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=seed)
-            return [[c.text for c in request.outputs] for request in self.llm.generate(list(prompts), params)]
-        return self._generate_transformers(prompts, n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
-
-    def _generate_transformers(self, prompts: Sequence[str], *, n: int, temperature: float, max_tokens: int,
-                               seed: int) -> list[list[str]]:
-        import torch
-        from tqdm.auto import tqdm
-
-        from saerl_zoo.grpo import sample_completions
-
-        torch.manual_seed(seed)
-        per_call = max(1, self.config["batch_size"] // n)
-        out: list[list[str]] = []
-        for start in tqdm(range(0, len(prompts), per_call), desc="generate", unit="batch", leave=False):
-            chunk = list(prompts[start : start + per_call])
-            texts = sample_completions(self.model, self.tokenizer, chunk, group_size=n, max_new_tokens=max_tokens,
-                                       temperature=temperature if temperature > 0 else None).texts
-            out += [texts[i * n : (i + 1) * n] for i in range(len(chunk))]
-        return out
-
-
-def _has_vllm() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
+    spec = recipe["generation"]
+    return {"backend": spec["backend"], "dtype": spec["dtype"], "device": device(), "batch_size": spec["batch_size"],
+            "chat_template": False,
+            "vllm_options": {"max_model_len": spec["max_model_len"], "gpu_memory_utilization": spec["gpu_memory_utilization"]}}
 
 
 # ---------------------------------------------------------------- reward
