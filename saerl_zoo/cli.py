@@ -172,7 +172,8 @@ def featurize(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, d
 @main.command("fit-probe")
 @click.option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Output of `featurize`.")
 @click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The prompt set the features were made from (rows carry ids). Default: the embedded one.")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="jsonl of {id, <label-field>} for a labelled subset.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="jsonl of {id, <label-field>} for a labelled subset; quality rows with a `defect` field (a kind or null) add a held-out AUROC per kind.")
 @click.option("--kind", type=click.Choice(["difficulty", "quality"]), required=True)
 @click.option("--label-field", help="Label field. Default: pass_rate (difficulty) or label (quality).")
 @click.option("--pass-rate/--raw-difficulty", default=True, show_default=True, help="Difficulty labels are pass rates (probe predicts 1 - pass rate) or already difficulties.")
@@ -184,7 +185,7 @@ def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator
     """Fit a difficulty or quality probe on a labelled subset and report held-out metrics."""
     from saerl_zoo.data import align_labels, load_rows
     from saerl_zoo.difficulty import DifficultyProbe
-    from saerl_zoo.quality import QualityProbe
+    from saerl_zoo.quality import QualityProbe, label_defects
     from saerl_zoo.storage import check_output, load_csr
 
     check_output(out, overwrite=overwrite)
@@ -194,12 +195,14 @@ def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator
     if len(rows) != X.shape[0]:
         raise click.UsageError(f"{X.shape[0]} feature rows but {len(rows)} prompts: featurize this prompt set first")
     field = label_field or ("pass_rate" if kind == "difficulty" else "label")
-    index, values = align_labels(rows, load_rows(labels, prompt_field=None), field)
+    label_rows = load_rows(labels, prompt_field=None)
+    index, values = align_labels(rows, label_rows, field)
     if kind == "difficulty":
         target = 1.0 - values if pass_rate else values
         probe = DifficultyProbe.fit(X[index], target, seed=seed, target="1 - pass rate" if pass_rate else field)
     else:
-        probe = QualityProbe.fit(X[index], values, kind=estimator, seed=seed)
+        defects = label_defects(label_rows) if estimator == "logistic" else None  # a `defect` field: AUROC per kind too
+        probe = QualityProbe.fit(X[index], values, kind=estimator, seed=seed, defects=defects)
     probe.save(out)
     click.echo(f"{kind} probe on {len(index)} labels, held-out {json.dumps(probe.metrics)} → {out}")
     _warn(probe.convergence_note())

@@ -72,7 +72,7 @@ def load_rows(path: str | os.PathLike[str], prompt_field: str | None = "prompt")
     return rows
 
 
-def _index_by_id(rows: Sequence[dict[str, Any]], id_field: str, what: str) -> dict[Any, int]:
+def index_by_id(rows: Sequence[dict[str, Any]], id_field: str, what: str) -> dict[Any, int]:
     """Map each row's id to its index; refuse a missing, non-scalar or repeated id (a label must match one prompt)."""
     position: dict[Any, int] = {}
     repeated: dict[Any, list[int]] = {}
@@ -107,8 +107,8 @@ def align_labels(
     count one prompt twice (or match the wrong one), and a NaN would only
     surface later, without its line.
     """
-    position = _index_by_id(rows, id_field, "prompt")
-    _index_by_id(labels, id_field, "label")
+    position = index_by_id(rows, id_field, "prompt")
+    index_by_id(labels, id_field, "label")
     index, values = [], []
     for j, label in enumerate(labels):
         if field not in label:
