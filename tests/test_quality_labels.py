@@ -163,7 +163,6 @@ def test_defect_aurocs_compares_each_kind_with_the_clean_prompts():
 
 @pytest.fixture(scope="module")
 def embedded_run(tmp_path_factory):
-
     from saerl_zoo.embedded import default_path, load_default_model
     from saerl_zoo.featurizer import featurize
     from saerl_zoo.zoo.api import load_sae
