@@ -211,3 +211,15 @@ def test_synthetic_defect_labels_find_the_pools_real_broken_prompts(embedded_run
     assert min(per_kind[f"auroc_defect_{k}"] for k in ("truncated", "off_topic")) >= 0.85
     assert per_kind["auroc_defect_near_duplicate"] >= 0.65
     assert "auroc_defect_wrong_answer" not in per_kind and per_kind["auroc_hidden_defect_wrong_answer"] < 0.7
+
+
+def test_a_kind_too_rare_to_split_falls_back_to_splitting_by_class():
+    from saerl_zoo.probe import split_strata
+
+    y = np.array([1] * 10 + [0] * 10)
+    kinds = np.array([None] * 10 + ["truncated"] * 9 + ["off_topic"], dtype=object)
+    assert list(split_strata(y, kinds, 0.2)) == list(y)  # one off-topic row cannot go to both parts
+    kinds[-2:] = "off_topic"
+    assert len(set(split_strata(y, kinds, 0.2))) == 3
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    assert "n_defect_truncated" in QualityProbe.fit(X, y, defects=list(kinds[:-1]) + ["truncated"]).metrics
