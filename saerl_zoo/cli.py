@@ -174,7 +174,8 @@ def featurize(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, d
 @main.command("fit-probe")
 @click.option("--features", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="Output of `featurize`.")
 @click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The prompt set the features were made from (rows carry ids). Default: the embedded one.")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="jsonl of {id, <label-field>} for a labelled subset.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="jsonl of {id, <label-field>} for a labelled subset; quality rows with a `defect` field (a kind or null) add a held-out AUROC per kind.")
 @click.option("--kind", type=click.Choice(["difficulty", "quality"]), required=True)
 @click.option("--label-field", help="Label field. Default: pass_rate (difficulty) or label (quality).")
 @click.option("--pass-rate/--raw-difficulty", default=True, show_default=True, help="Difficulty labels are pass rates (probe predicts 1 - pass rate) or already difficulties.")
@@ -186,7 +187,7 @@ def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator
     """Fit a difficulty or quality probe on a labelled subset and report held-out metrics."""
     from saerl_zoo.data import align_labels, load_rows
     from saerl_zoo.difficulty import DifficultyProbe
-    from saerl_zoo.quality import QualityProbe
+    from saerl_zoo.quality import QualityProbe, label_defects
     from saerl_zoo.storage import check_output, load_csr
 
     check_output(out, overwrite=overwrite)
@@ -196,12 +197,14 @@ def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator
     if len(rows) != X.shape[0]:
         raise click.UsageError(f"{X.shape[0]} feature rows but {len(rows)} prompts: featurize this prompt set first")
     field = label_field or ("pass_rate" if kind == "difficulty" else "label")
-    index, values = align_labels(rows, load_rows(labels, prompt_field=None), field)
+    label_rows = load_rows(labels, prompt_field=None)
+    index, values = align_labels(rows, label_rows, field)
     if kind == "difficulty":
         target = 1.0 - values if pass_rate else values
         probe = DifficultyProbe.fit(X[index], target, seed=seed, target="1 - pass rate" if pass_rate else field)
     else:
-        probe = QualityProbe.fit(X[index], values, kind=estimator, seed=seed)
+        defects = label_defects(label_rows) if estimator == "logistic" else None  # a `defect` field: AUROC per kind too
+        probe = QualityProbe.fit(X[index], values, kind=estimator, seed=seed, defects=defects)
     probe.save(out)
     click.echo(f"{kind} probe on {len(index)} labels, held-out {json.dumps(probe.metrics)} → {out}")
     _warn(probe.convergence_note())
@@ -325,8 +328,10 @@ def label(ctx, kind, prompts, out, overwrite, fraction, count, seed, prompt_fiel
     """Make the labels the probes learn from, for a seeded subset of the prompts (10% unless --fraction/--count).
 
     pass-rate: each prompt's pass rate over --k rollouts of --model, scored by
-    --verifier; resumable (rerun the same command after a kill). quality: see
-    --human-labels.
+    --verifier; resumable (rerun the same command after a kill). quality: half
+    of the subset kept as good, half broken by synthetic defects (truncated,
+    off-topic, near-duplicate, corrupted numbers), plus any --human-labels;
+    the output is both the prompt set and the labels for fit-probe.
     """
     from click.core import ParameterSource
 
@@ -339,7 +344,9 @@ def label(ctx, kind, prompts, out, overwrite, fraction, count, seed, prompt_fiel
 
         summary = label_quality(_prompts_path(prompts), out, fraction=fraction, count=count, seed=seed, prompt_field=prompt_field,
                                 human_labels=human_labels, overwrite=overwrite)
+        note = summary.pop("note", None)
         click.echo(json.dumps(summary, default=str))
+        _warn(note)
         return
     from saerl_zoo.embedded import default_path
     from saerl_zoo.pass_rates import label_pass_rates

@@ -171,6 +171,18 @@ def heldout_split(n: int, heldout_fraction: float, seed: int, stratify: np.ndarr
     return np.sort(train), np.sort(held)
 
 
+def split_strata(classes: np.ndarray, groups: np.ndarray, heldout_fraction: float) -> np.ndarray:
+    """What to stratify the held-out split on: each (class, group) pair when every pair has the 2 rows a
+    stratified split needs and the held-out and training parts each have room for one of every pair, else
+    the classes alone. Groups (defect kinds) split in proportion leave each one in the held-out part to score."""
+    keys = np.asarray([f"{c}|{g}" for c, g in zip(classes, groups)])
+    counts = np.unique(keys, return_counts=True)[1]
+    n_held = _n_heldout(len(keys), heldout_fraction)
+    if counts.min() >= 2 and len(counts) <= min(n_held, len(keys) - n_held):
+        return keys
+    return classes
+
+
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     if np.ptp(y_pred) == 0 or np.ptp(y_true) == 0:
         rho = r = 0.0
@@ -230,20 +242,31 @@ class LinearProbe:
         stratify: np.ndarray | None,
         sae: dict[str, Any] | None,
         hyperparameters: dict[str, Any] | None = None,
+        strata: np.ndarray | None = None,
+        heldout_extra: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
     ) -> P:
         """Fit on a training split (choosing the regulariser), score the held-out split, refit on every label.
 
         `fit(X, y, reg)` returns (weight, bias, reg) and chooses `reg` itself
         when given None; `score(y_true, decision)` gives the held-out metrics.
+        `strata` (with `stratify`) are finer groups of the classes to split
+        in proportion when every group can be (see `split_strata`);
+        `heldout_extra(held_rows, decision)` adds metrics that need to know
+        which rows were held out.
         """
         classes = stratify is not None
         check_enough_labels(cls.kind, y, heldout_fraction, classes)
+        if classes and strata is not None:
+            stratify = split_strata(stratify, strata, heldout_fraction)
         train, held = heldout_split(X.shape[0], heldout_fraction, seed, stratify=stratify)
         if classes and (np.unique(y[held]).size < np.unique(y).size or np.bincount(y[train].astype(int)).min() < MIN_TRAIN_PER_CLASS):
             raise _too_few_labels(cls.kind, y, heldout_fraction, classes)  # an unbalanced set the proportional split could not cover
         with count_nonconvergence() as in_search:
             w, b, reg = fit(X[train], y[train], None)
-        metrics = score(y[held], np.asarray(X[held] @ w) + b)
+        decision = np.asarray(X[held] @ w) + b
+        metrics = score(y[held], decision)
+        if heldout_extra is not None:
+            metrics.update(heldout_extra(held, decision))
         with count_nonconvergence() as in_final:
             w, b, _ = fit(X, y, reg)
         metrics["not_converged"] = float(in_search[0] + in_final[0])

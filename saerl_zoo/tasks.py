@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from saerl_zoo.defects import near_duplicate, truncate
+
 __all__ = [
     "DEFECTS",
     "FAMILIES",
@@ -307,27 +309,6 @@ def _wrong_answer(answer: str, rng: random.Random) -> str:
     return str(value + delta)
 
 
-def _truncate(question: str, rng: random.Random) -> str:
-    """Cut the statement somewhere inside its operands (after the first digit,
-    before the last one), keeping the family's wording, as a real truncation
-    would.  The reference answer no longer matches what is left."""
-    digits = [m.start() for m in re.finditer(r"\d", question)]
-    if len(digits) < 2:
-        return question[: max(2, len(question) // 2)].rstrip()
-    return question[: rng.randint(digits[0] + 1, digits[-1])].rstrip()
-
-
-def _near_duplicate(question: str, rng: random.Random) -> str:
-    """The same problem with a tiny surface edit (what dedup-by-hash misses)."""
-    edits = [
-        lambda q: q.replace(" ", "  ", 1),
-        lambda q: q[:-1].rstrip() if q[-1] in ".?=" else q + ".",
-        lambda q: q + " ",
-        lambda q: q.lower() if q != q.lower() else "  " + q,
-    ]
-    return rng.choice(edits)(question)
-
-
 def _defect_counts(n_bad: int) -> dict[str, int]:
     """Split ``n_bad`` over the defect kinds by :data:`DEFECTS` (largest remainder)."""
     raw = {k: n_bad * w for k, w in DEFECTS.items()}
@@ -358,10 +339,10 @@ def _broken_problems(clean: list[dict], n_bad: int, seed: int, seen: set[str]) -
     for p in fresh[: counts["wrong_answer"]]:
         out.append({**p, "answer": _wrong_answer(p["answer"], rng), "defect": "wrong_answer"})
     for p in fresh[counts["wrong_answer"]:]:
-        question = _unique(lambda: _truncate(p["question"], rng), seen)
+        question = _unique(lambda: truncate(p["question"], rng), seen)
         out.append({**p, "question": question, "defect": "truncated"})
     for p in rng.sample(clean, min(counts["near_duplicate"], len(clean))):
-        question = _unique(lambda: _near_duplicate(p["question"], rng), seen)
+        question = _unique(lambda: near_duplicate(p["question"], rng), seen)
         out.append({**p, "question": question, "defect": "near_duplicate"})
     for _ in range(counts["off_topic"]):
         out.append({"question": _unique(lambda: _off_topic_text(rng), seen), "answer": str(rng.randint(0, 99)),
@@ -596,8 +577,8 @@ def build_worked_pool(n: int, seed: int = 0, bad_fraction: float = 0.25) -> tupl
     out = list(clean)
     out += [{"question": p.question, "answer": _carry_slip(p.answer, rng), "family": f, "level": lvl,
              "defect": "wrong_answer"} for (f, lvl), ps in drawn.items() for p in ps[clean_count[(f, lvl)]:]]
-    out += _edit_some(whole, n_cut, lambda q: _truncate(q, rng), "truncated", seen)
-    out += _edit_some(rng.sample(clean, len(clean)), counts["near_duplicate"], lambda q: _near_duplicate(q, rng),
+    out += _edit_some(whole, n_cut, lambda q: truncate(q, rng), "truncated", seen)
+    out += _edit_some(rng.sample(clean, len(clean)), counts["near_duplicate"], lambda q: near_duplicate(q, rng),
                       "near_duplicate", seen)
     out += [{"question": _edited(lambda: _off_topic_text(rng), seen, tries=200), "answer": str(rng.randint(0, 99)),
              "family": OFF_TOPIC_FAMILY, "level": None, "defect": "off_topic"} for _ in range(counts["off_topic"])]
