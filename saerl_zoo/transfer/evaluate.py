@@ -207,17 +207,17 @@ def evaluate_stitch(
 ) -> dict[str, Any]:
     """Run `prompts` through host A and model B, then compare the host pipeline with the stitched one (see the module doc).
 
-    Both models are checked against the stitch (width, block, fingerprint) before either runs;
-    `force=True` skips the fingerprint check only.
+    Both models are checked against the stitch (width, block, fingerprint) and the SAE against the
+    preprocessing the stitch was fitted with, before either model runs; `force=True` skips the fingerprint check only.
     """
     from saerl_zoo.transfer.activations import collect_activations
-    from saerl_zoo.transfer.check import check_stitch_model
-    from saerl_zoo.transfer.fit import outlier_ratio
+    from saerl_zoo.transfer.check import check_stitch_model, check_stitch_preprocessing
 
     c = stitch.config
     check_stitch_model(c, host_model, "target", force=force)
     check_stitch_model(c, model, "source", force=force)
-    kw = {"max_length": max_length, "batch_size": batch_size, "outlier_norm_ratio": outlier_ratio(sae), "progress": progress}
+    preprocessing = check_stitch_preprocessing(c, sae)
+    kw = {"max_length": max_length, "batch_size": batch_size, "preprocessing": preprocessing, "progress": progress}
     target = collect_activations(host_model, host_tokenizer, prompts, [c.target_layer], **kw)
     source = collect_activations(model, tokenizer, prompts, [c.source_layer], **kw)
     evaluation = TransferEvaluation(sae, target, c.target_layer, difficulty_probe=difficulty_probe, quality_probe=quality_probe,
