@@ -161,7 +161,10 @@ def test_transfer_evaluation_compares_with_the_native_pipeline(models, tokenizer
     assert good["map"]["token_explained_variance"] > bad["map"]["token_explained_variance"]
     assert good["features"]["mean"] > bad["features"]["mean"]
     assert set(good["curriculum"]) == {"difficulty_spearman", "keep_agreement", "cluster_ari", "cluster_ari_refit"}
-    assert set(good["probes"]) == {"transferred", "refit", "refit_heldout"}
+    assert set(good["probes"]) == {"transferred", "native_minus_transferred", "refit", "refit_heldout"}
+    gap = good["probes"]["native_minus_transferred"]["quality_auroc"]
+    assert gap["gap"] == pytest.approx(native["probes"]["quality_auroc"] - good["probes"]["transferred"]["quality_auroc"])
+    assert gap["low"] <= gap["gap"] <= gap["high"]
     assert identity.config.identity == "truncated"
 
 
