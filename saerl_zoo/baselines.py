@@ -90,3 +90,22 @@ def surface_baselines(texts_train: Sequence[str], y_train: Sequence[float], text
     scores = surface_scores(texts_train, y_train, texts_test, kind)
     return {name: {METRIC[kind]: score_metric(kind, y_test, s), "n_train": len(texts_train), "n_test": len(y_test)}
             for name, s in scores.items()}
+
+
+def compare_with_surface(texts: Sequence[str], train_index: Sequence[int], y_train: Sequence[float], test_index: Sequence[int],
+                         y_test: Sequence[float], probe_scores: np.ndarray, kind: Kind, seed: int = 0) -> dict[str, Any]:
+    """The surface baselines next to an SAE probe whose scores of all `texts` are `probe_scores`: each baseline is
+    fitted on the probe's training prompts and labels, scored on its test prompts, and the probe's metric minus the
+    baseline's gets a paired bootstrap interval over those prompts (what the SAE adds beyond the surface)."""
+    from saerl_zoo.bootstrap import paired_bootstrap
+
+    texts, test_index, y_test = list(texts), np.asarray(test_index), np.asarray(y_test, dtype=np.float64)
+    test_texts = [texts[i] for i in test_index]
+    scores = surface_scores([texts[i] for i in train_index], y_train, test_texts, kind)
+    probe = np.asarray(probe_scores, dtype=np.float64)[test_index]
+    metric = METRIC[kind]
+    out: dict[str, Any] = {"sae_probe": {metric: score_metric(kind, y_test, probe)}, "n_train": len(list(train_index)), "n_test": len(test_index)}
+    for name, s in scores.items():
+        out[name] = {metric: score_metric(kind, y_test, s),
+                     "sae_minus_baseline": paired_bootstrap(lambda t, x: score_metric(kind, t, x), y_test, probe, s, seed=seed)}
+    return out
