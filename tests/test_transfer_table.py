@@ -45,3 +45,39 @@ def test_committed_report_is_what_the_script_renders_from_its_json(table):
     results = ROOT / "benchmarks" / "results"
     data = json.loads((results / "transfer.json").read_text())
     assert table.markdown(data["pairs"], data["meta"]) == (results / "transfer.md").read_text()
+
+
+def pool_prompts() -> list[str]:
+    from saerl_zoo.data import load_rows
+    from saerl_zoo.embedded import default_path
+
+    return [r["prompt"] for r in load_rows(default_path("prompts.jsonl"))]
+
+
+def test_fitting_corpus_is_disjoint_from_the_pool_by_construction(table, tmp_path):
+    """Short task problems repeat: drawn naively, a fifth of them contain a pool prompt verbatim (issue 17, item 5)."""
+    from saerl_zoo.tasks import build_train_set
+
+    pool = pool_prompts()
+    naive = [f"{i['prompt']} {i['answer']}" for i in build_train_set(200, seed=101)[0]]
+    assert any(p in t for t in naive for p in pool)  # the input that used to leak
+    corpus = table.build_corpus(tmp_path / "corpus.jsonl", pool, 200, 5, seed=0)
+    assert len(corpus) == 205 and not any(p in t for t in corpus for p in pool)
+    assert table.build_corpus(tmp_path / "corpus.jsonl", pool, 200, 5, seed=0) == corpus  # read back from the cache
+
+
+def test_a_cached_corpus_holding_a_pool_prompt_is_refused(table, tmp_path):
+    pool = pool_prompts()
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps({"text": "generic text"}) + "\n" + json.dumps({"text": f"{pool[7]} 42"}) + "\n")
+    with pytest.raises(ValueError, match="1 of 2 corpus texts contain an evaluation prompt verbatim \\(first: text 1"):
+        table.build_corpus(path, pool, 200, 5, seed=0)
+
+
+def test_disjoint_texts_refuses_when_too_few_are_left():
+    from saerl_zoo.transfer.corpus import containing, disjoint_texts
+
+    assert containing(["ab c", "xyz", "c"], ["c"]) == [0, 2]
+    assert disjoint_texts(["ab c", "xyz", "qq"], ["c"], 2) == ["xyz", "qq"]
+    with pytest.raises(ValueError, match="only 1 of 2 candidate texts contain none of the 1 evaluation prompts; 2 are needed"):
+        disjoint_texts(["ab c", "xyz"], ["c"], 2)
