@@ -28,7 +28,7 @@ Kind = Literal["difficulty", "quality"]
 KINDS: tuple[str, ...] = ("difficulty", "quality")
 METRIC = {"difficulty": "spearman", "quality": "auroc"}
 ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 6))  # ridge strengths tried (difficulty)
-N_CS = 6  # inverse strengths tried (quality)
+CS = tuple(float(c) for c in np.logspace(-2, 3, 6))  # inverse strengths tried (quality)
 N_FOLDS = 5
 
 
@@ -39,13 +39,17 @@ def length_digit_counts(texts: Sequence[str]) -> np.ndarray:
 
 def _model(name: str, kind: str) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LinearRegression, LogisticRegression, LogisticRegressionCV, RidgeCV
+    from sklearn.linear_model import LinearRegression, LogisticRegression, RidgeCV
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     if name == "tfidf_char_1_3":
         features = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
-        head = RidgeCV(alphas=ALPHAS) if kind == "difficulty" else LogisticRegressionCV(Cs=N_CS, cv=N_FOLDS, max_iter=2000, scoring="roc_auc")
+        if kind == "difficulty":
+            return make_pipeline(features, RidgeCV(alphas=ALPHAS))
+        # the strength is chosen by AUROC on folds of the training prompts (unshuffled folds: deterministic)
+        head = GridSearchCV(LogisticRegression(max_iter=2000), {"C": CS}, cv=StratifiedKFold(N_FOLDS), scoring="roc_auc")
         return make_pipeline(features, head)
     counts = FunctionTransformer(length_digit_counts)
     head = LinearRegression() if kind == "difficulty" else LogisticRegression(max_iter=2000)
