@@ -551,8 +551,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         best = {k: max(m[k] for m in surface.values()) for k in ("difficulty_spearman_vs_level_clean", "quality_auroc_vs_truth")}
         sae = art["sae"]
         lines += ["", "Surface baselines (`saerl_zoo.baselines`) are fitted on the same labelled subsets and scored on the same prompts. "
-                      f"Beyond the best of them, the SAE probes add {sae['difficulty_spearman_vs_level_clean'] - best['difficulty_spearman_vs_level_clean']:+.3f} "
-                      f"Spearman (difficulty) and {sae['quality_auroc_vs_truth'] - best['quality_auroc_vs_truth']:+.3f} AUROC (quality)."]
+                      f"SAE probe minus the best of them: {sae['difficulty_spearman_vs_level_clean'] - best['difficulty_spearman_vs_level_clean']:+.3f} "
+                      f"Spearman (difficulty), {sae['quality_auroc_vs_truth'] - best['quality_auroc_vs_truth']:+.3f} AUROC (quality); "
+                      "what the SAE adds beyond the prompt's surface, negative where the surface alone ranks better."]
     van = summary["vanilla"]
     p, n = van["final_mean"], cfg["n_eval"]
     lines += ["", f"Noise scale: one accuracy on {n} held-out problems has a binomial standard error of "

@@ -184,7 +184,7 @@ def test_artifact_table_has_surface_baseline_rows_and_says_what_the_sae_adds():
     text = render_markdown(report)
     assert "| surface baseline: character 1–3-gram TF-IDF | — | 0.500 | — | 0.750 |" in text
     assert "| surface baseline: length + digit count | — | 0.700 | — | 0.600 |" in text
-    assert (f"the SAE probes add {sae['difficulty_spearman_vs_level_clean'] - 0.7:+.3f} Spearman (difficulty) and "
+    assert (f"SAE probe minus the best of them: {sae['difficulty_spearman_vs_level_clean'] - 0.7:+.3f} Spearman (difficulty), "
             f"{sae['quality_auroc_vs_truth'] - 0.75:+.3f} AUROC (quality)") in text
     del report["surface_baselines"]
     assert "surface baseline" not in render_markdown(report)  # a report made before baselines renders as it did
