@@ -362,10 +362,13 @@ def findings(res: dict[str, Any]) -> str:
         best = max((r for r in rows if r["method"] != "identity"), key=lambda r: r["eval"]["features"]["mean"])
         ident = next(r for r in rows if r["method"] == "identity")
         e, p = best["eval"], best["eval"]["probes"]["transferred"]
+        gap = e["probes"].get("native_minus_transferred")
+        gap_text = (f" (native − transferred with 95% paired bootstrap interval: ρ {fmt_gap(gap.get('difficulty_spearman'))}, "
+                    f"AUROC {fmt_gap(gap.get('quality_auroc'))})") if gap else ""
         parts.append(
             f"{pairing}-level pairs: best map {best['method']} (B layer {best['source_layer']}) gives feature r {fmt(e['features']['mean'])}, "
             f"transferred difficulty ρ {fmt(p.get('difficulty_spearman'))} (native {fmt(native.get('difficulty_spearman'))}), quality AUROC "
-            f"{fmt(p.get('quality_auroc'))} (native {fmt(native.get('quality_auroc'))}), cluster ARI {fmt(e['curriculum']['cluster_ari'])}; "
+            f"{fmt(p.get('quality_auroc'))} (native {fmt(native.get('quality_auroc'))}){gap_text}, cluster ARI {fmt(e['curriculum']['cluster_ari'])}; "
             f"identity baseline: feature r {fmt(ident['eval']['features']['mean'])}, difficulty ρ "
             f"{fmt(ident['eval']['probes']['transferred'].get('difficulty_spearman'))}, ARI {fmt(ident['eval']['curriculum']['cluster_ari'])}"
         )

@@ -81,3 +81,21 @@ def test_disjoint_texts_refuses_when_too_few_are_left():
     assert disjoint_texts(["ab c", "xyz", "qq"], ["c"], 2) == ["xyz", "qq"]
     with pytest.raises(ValueError, match="only 1 of 2 candidate texts contain none of the 1 evaluation prompts; 2 are needed"):
         disjoint_texts(["ab c", "xyz"], ["c"], 2)
+
+
+def test_report_shows_surface_baselines_and_bootstrap_gaps_when_the_run_has_them(table):
+    data = json.loads((ROOT / "benchmarks" / "results" / "transfer.json").read_text())
+    res = data["pairs"]["cross"]
+    gap = {"gap": 0.04, "low": 0.016, "high": 0.068}
+    for r in res["rows"]:
+        r["eval"]["probes"]["native_minus_transferred"] = {"difficulty_spearman": {"gap": 0.002, "low": -0.004, "high": 0.008},
+                                                           "quality_auroc": gap}
+    both = {"n_train": 200, "n_test": 1630, "sae_probe": {"auroc": 0.776},
+            "tfidf_char_1_3": {"auroc": 0.74, "sae_minus_baseline": {"gap": 0.036, "low": 0.01, "high": 0.06}},
+            "length_digits": {"auroc": 0.69, "sae_minus_baseline": {"gap": 0.086, "low": 0.05, "high": 0.12}}}
+    res["surface_baselines"] = {"quality": both}
+    res["preprocessing"] = {"context_length": 48, "special_tokens": "drop", "outlier_norm_ratio": 10.0, "prepend_bos": True}
+    text = table.markdown({"cross": res}, data["meta"])
+    assert "character 1–3-gram TF-IDF 0.740, length + digit count 0.690; native SAE probe 0.776" in text
+    assert "vs n-grams +0.036 [+0.010, +0.060], vs length/digits +0.086 [+0.050, +0.120]" in text
+    assert "| +0.002 [-0.004, +0.008] / +0.040 [+0.016, +0.068] |" in text and '"outlier_norm_ratio": 10.0' in text
