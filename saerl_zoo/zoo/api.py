@@ -360,7 +360,6 @@ L0_FACTOR_LOOSE, EV_ABS_LOOSE = 2.0, 0.25  # against the eval-set metrics when n
 def reference_activations(model: Any, tokenizer: Any, art: Artifact, sae: Any, texts: tuple[str, ...] = REFERENCE_TEXTS) -> torch.Tensor:
     """The SAE's hook point (resolved as featurize resolves it) on the reference texts, after the SAE's token policies
     (`sae_preprocessing`, as featurize applies them; tokens x d)."""
-    from saerl_zoo.featurizer import model_context
     from saerl_zoo.hooks import capture, resolve
     from saerl_zoo.models import special_token_mask
     from saerl_zoo.preprocessing import sae_preprocessing
@@ -369,8 +368,8 @@ def reference_activations(model: Any, tokenizer: Any, art: Artifact, sae: Any, t
     point = resolve(model, sae)
     rows = []
     for text in texts:
-        enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=pre.token_limit(art.preprocessing.context_length,
-                        model_context(model, tokenizer)), add_special_tokens=pre.prepend_bos)
+        enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=pre.token_limit(art.preprocessing.context_length),
+                        add_special_tokens=pre.prepend_bos)
         with torch.no_grad():
             acts = capture(model, point, enc["input_ids"], enc["attention_mask"], int(sae.cfg.d_in))[0]
         keep = enc["attention_mask"][0].bool()
