@@ -483,7 +483,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-pool", type=int, default=2000, help="evaluate on the first N pool prompts (less only for smoke runs)")
     p.add_argument("--n-task", type=int, default=1000, help="task problems (with answers) in the fitting corpus")
     p.add_argument("--n-generic", type=int, default=500, help="generic paragraphs in the fitting corpus")
-    p.add_argument("--max-length", type=int, default=64, help="tokens per text (cross-family pair)")
+    p.add_argument("--max-length", type=int, default=64, help="tokens per text (cross-family pair); the SAE caps it at the context it records (--sae-context)")
     p.add_argument("--cross-layer", type=int, default=15, help="SmolLM2 block of the host SAE (30 blocks)")
     p.add_argument("--gemma-layers", default="3,5,7,9,11,13,15", help="Gemma-3 blocks to choose from (18 blocks)")
     p.add_argument("--sae-width", type=int, default=2048)
