@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from saerl_zoo.errors import UserError, numbered_prompts
 from saerl_zoo.hooks import HookPoint, HookSpec, bind, block_output_layer, capture, decoder_layers, resolve, sae_input, text_config
 from saerl_zoo.models import special_token_mask
+from saerl_zoo.preprocessing import SaePreprocessing, sae_preprocessing
 from saerl_zoo.storage import load_csr, read_json, read_metadata, save_csr, write_json
 
 Pooling = Literal["mean", "max"]
@@ -78,42 +79,6 @@ def model_context(model: torch.nn.Module, tokenizer: Any) -> int | None:
             return value
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < _NO_LIMIT else None
-
-
-def sae_context(sae: Any) -> int | None:
-    """How many leading token positions the SAE was trained on: sae-lens's `context_size`, narrowed by its
-    `seqpos_slice`; None when the SAE records neither.
-
-    sae-lens builds an SAE's training and evaluation activations from windows of
-    exactly `context_size` tokens and keeps the positions `seqpos_slice` selects
-    (`ActivationsStore.get_activations`), so a code at a later position comes from
-    an activation the SAE never saw. featurize cuts prompts here, and counts the
-    cut ones, as it cuts at the model's context. A slice that skips leading
-    positions or strides cannot be read by cutting the end: refused, naming it.
-    """
-    meta = sae.cfg.metadata
-    context = meta.get("context_size")
-    if context is not None and (isinstance(context, bool) or not isinstance(context, int)):
-        raise UserError(f"the SAE's metadata context_size={context!r} is not a token count")
-    context = context if context and context > 0 else None  # sae-lens writes -1 for "taken from the dataset"
-    seqpos = tuple(meta.get("seqpos_slice") or ())
-    if not any(v is not None for v in seqpos):
-        return context
-    try:
-        window = slice(*seqpos)
-    except TypeError:
-        raise UserError(f"the SAE's metadata seqpos_slice={list(seqpos)} is not a (start, stop, step) slice") from None
-    if window.start not in (None, 0) or window.step not in (None, 1):
-        raise UserError(f"the SAE's metadata seqpos_slice={list(seqpos)}: it was trained only on the token positions that slice keeps, "
-                        "and featurize pools every position from the first, so it cannot read what the SAE was trained on")
-    if window.stop is None:
-        return context
-    if context is None and window.stop < 0:
-        raise UserError(f"the SAE's metadata seqpos_slice={list(seqpos)} counts from the end of a window, but it records no context_size")
-    kept = len(range(context)[window]) if context is not None else window.stop
-    if kept < 1:
-        raise UserError(f"the SAE's metadata seqpos_slice={list(seqpos)} keeps no token position of its context_size={context}")
-    return kept
 
 
 def padding_id(tokenizer: Any) -> int:
@@ -315,7 +280,7 @@ def _featurize_shard(
     batch_size: int,
     max_length: int,
     bar: tqdm,
-    preprocessing: dict[str, Any],
+    preprocessing: SaePreprocessing,
     first: int = 0,
 ) -> tuple[sp.csr_matrix, int]:
     """Featurize one shard, batching prompts of similar length so padding is small; also count the prompts cut.
@@ -325,11 +290,11 @@ def _featurize_shard(
     `first` is the index of the shard's first prompt in the whole set, for messages.
     """
     # An SAE trained with sae-lens's prepend_bos=False saw sequences without BOS (which every later token attends to).
-    add_special = preprocessing.get("prepend_bos", True) is not False
+    add_special = preprocessing.prepend_bos
     ids = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
                     add_special_tokens=add_special)["input_ids"]
     n_truncated = _count_truncated(tokenizer, [t for t, x in zip(texts, ids) if len(x) == max_length], max_length, add_special)
-    if preprocessing.get("special_tokens") == "keep":  # the artifact was trained with BOS & co. included
+    if preprocessing.special_tokens == "keep":  # the artifact was trained with BOS & co. included
         special = [[0] * len(x) for x in ids]
     else:
         special = special_token_mask(tokenizer, ids)
@@ -344,7 +309,7 @@ def _featurize_shard(
         idx = order[start : start + batch_size]
         pooled = _encode_batch(
             [texts[i] for i in idx], [ids[i] for i in idx], [special[i] for i in idx], model, point, pad_id, sae, pooling,
-            preprocessing.get("outlier_norm_ratio"),
+            preprocessing.outlier_norm_ratio,
         )
         batches.append(sp.csr_matrix(pooled))
         bar.update(len(idx))
@@ -435,7 +400,7 @@ class FeaturizeJob:
     max_length: int
     shard_size: int
     cache: Path | None  # this input set's folder inside the caller's cache_dir
-    preprocessing: dict[str, Any]
+    preprocessing: SaePreprocessing
 
     @classmethod
     def prepare(cls, prompts, model, tokenizer, sae, layer, pooling, batch_size, max_length, shard_size, cache_dir) -> FeaturizeJob:
@@ -448,20 +413,17 @@ class FeaturizeJob:
         from saerl_zoo.zoo.api import load_sae
 
         sae = load_sae(sae, device=str(_model_device(model)))
-        # A zoo entry states how it must be fed (context length, special and outlier tokens); honour it.
-        preprocessing = dict(sae.cfg.metadata.get("zoo_preprocessing") or {})
-        if sae.cfg.metadata.get("prepend_bos") is False:
-            preprocessing["prepend_bos"] = False
-        # The tokens read are the fewest of: what the caller asked, the zoo entry's context, the positions the SAE
-        # was trained on (sae-lens's context_size / seqpos_slice) and the model's context; prompts cut are counted.
-        limits = (preprocessing.get("context_length"), sae_context(sae), model_context(model, tokenizer))
-        max_length = min(max_length, *(int(v) for v in limits if v))
+        # The SAE states how it must be fed (context length, special and outlier tokens, BOS); honour it.
+        # The tokens read are the fewest of: what the caller asked, the SAE's context (zoo entry, sae-lens's
+        # context_size / seqpos_slice) and the model's context; prompts cut are counted.
+        preprocessing = sae_preprocessing(sae)
+        max_length = preprocessing.token_limit(max_length, model_context(model, tokenizer))
         point = resolve(model, sae, layer)
         job = cls(prompts, model, tokenizer, sae, point, pooling, batch_size, max_length, shard_size,
                   Path(cache_dir) if cache_dir is not None else None, preprocessing)
         if job.cache is not None:
             fingerprint = _fingerprint(prompts, model, tokenizer, sae, point, pooling, max_length, shard_size)
-            fingerprint["preprocessing"] = {k: preprocessing.get(k) for k in ("special_tokens", "outlier_norm_ratio", "prepend_bos")}
+            fingerprint["preprocessing"] = {k: v for k, v in preprocessing.to_dict().items() if k != "context_length"}
             job.cache = _open_cache(job.cache, fingerprint)
         return job
 

@@ -224,11 +224,31 @@ def fit_pool(features: Any, pool: dict[str, Any], *, n_clusters: int | None, see
     curriculum = curriculum_from_features(X, difficulty_probe=difficulty, quality_probe=quality, clustering=clustering,
                                           batch_size=batch_size, seed=seed)
     truth = pool["truth"]
-    unlabelled = sorted(set(range(len(truth))) - set(pool["difficulty_rows"]) - set(pool["quality_rows"]))
+    unlabelled = unlabelled_rows(pool)
     vs_truth = evaluate_against_truth(curriculum.difficulty[unlabelled], curriculum.quality[unlabelled],
                                       [truth[n] for n in unlabelled])
     return PoolFit(difficulty, quality, clustering, curriculum, unlabelled, vs_truth,
                    {"difficulty": difficulty_cpu, "quality": quality_cpu, "clusters": clusters_cpu})
+
+
+def unlabelled_rows(pool: dict[str, Any]) -> list[int]:
+    """The prompts neither probe is fitted on: the only ones scored against the truth."""
+    return sorted(set(range(len(pool["truth"]))) - set(pool["difficulty_rows"]) - set(pool["quality_rows"]))
+
+
+def surface_artifacts(pool: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The surface baselines (`saerl_zoo.baselines`) fitted on the probes' labels and scored as `evaluate_against_truth`
+    scores the probes: difficulty on the clean unlabelled prompts against the level, quality on every unlabelled one."""
+    from saerl_zoo.baselines import surface_baselines
+
+    texts, truth = [item["prompt"] for item in pool["items"]], pool["truth"]
+    unlabelled = unlabelled_rows(pool)
+    clean = [n for n in unlabelled if truth[n]["quality"] == 1]
+    d = surface_baselines([texts[i] for i in pool["difficulty_rows"]], pool["difficulty_targets"], [texts[n] for n in clean],
+                          [truth[n]["level"] for n in clean], "difficulty")
+    q = surface_baselines([texts[i] for i in pool["quality_rows"]], pool["quality_labels"], [texts[n] for n in unlabelled],
+                          [truth[n]["quality"] for n in unlabelled], "quality")
+    return {name: {"difficulty_spearman_vs_level_clean": d[name]["spearman"], "quality_auroc_vs_truth": q[name]["auroc"]} for name in d}
 
 
 def fit_artifacts(features: Any, pool: dict[str, Any], *, n_clusters: int | None, seed: int) -> dict[str, Any]:
@@ -466,6 +486,9 @@ def _save_figure(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+SURFACE_LABELS = {"tfidf_char_1_3": "character 1–3-gram TF-IDF", "length_digits": "length + digit count"}
+
+
 def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
@@ -520,6 +543,17 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{_fmt(m['cluster_purity_vs_family_clean'])} ({m['n_clusters']} clusters) | {m['kept']} | "
             f"{m['broken_share_kept']:.3f} ({m['broken_share_pool']:.3f}) |"
         )
+    surface = report.get("surface_baselines") or {}
+    for name, m in surface.items():
+        lines.append(f"| surface baseline: {SURFACE_LABELS.get(name, name)} | — | {_fmt(m['difficulty_spearman_vs_level_clean'])} | — | "
+                     f"{_fmt(m['quality_auroc_vs_truth'])} | — | — | — |")
+    if surface and "sae" in art:
+        best = {k: max(m[k] for m in surface.values()) for k in ("difficulty_spearman_vs_level_clean", "quality_auroc_vs_truth")}
+        sae = art["sae"]
+        lines += ["", "Surface baselines (`saerl_zoo.baselines`) are fitted on the same labelled subsets and scored on the same prompts. "
+                      f"SAE probe minus the best of them: {sae['difficulty_spearman_vs_level_clean'] - best['difficulty_spearman_vs_level_clean']:+.3f} "
+                      f"Spearman (difficulty), {sae['quality_auroc_vs_truth'] - best['quality_auroc_vs_truth']:+.3f} AUROC (quality); "
+                      "what the SAE adds beyond the prompt's surface, negative where the surface alone ranks better."]
     van = summary["vanilla"]
     p, n = van["final_mean"], cfg["n_eval"]
     lines += ["", f"Noise scale: one accuracy on {n} held-out problems has a binomial standard error of "
@@ -600,6 +634,7 @@ def run_reproduction(config: ReproConfig, *, command: str = "", progress: bool =
         "config": dataclasses.asdict(config),
         "arms": summary,
         "artifacts": {kind: a["metrics"] for kind, a in sorted(artifacts.items())},
+        "surface_baselines": surface_artifacts(pool),
         "sae": read_json(sae_metrics_path) if sae_metrics_path.exists() else None,
     }
     write_report(report, records, out)

@@ -70,6 +70,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from saerl_zoo.extras import exit_unless_installed  # noqa: E402
+from saerl_zoo.preprocessing import record_preprocessing  # noqa: E402
 from saerl_zoo.storage import atomic_path, read_json, write_json  # noqa: E402
 from saerl_zoo.tasks import FAMILIES, LEVELS, format_prompt  # noqa: E402
 
@@ -467,9 +468,17 @@ def sae_heldout_acts(args: argparse.Namespace, model: Any, tokenizer: Any) -> to
     return block_outputs(model, args.layer, rows, tokenizer.pad_token_id, (tokenizer.bos_token_id,))
 
 
-def mark_sink_dropping(sae: Any) -> Any:
-    """Tell featurize to drop each prompt's attention-sink token when pooling, as in SAE training."""
-    sae.cfg.metadata.zoo_preprocessing = {"outlier_norm_ratio": SINK_NORM_RATIO}
+def check_sink_dropping(sae: Any, where: str) -> Any:
+    """The SAE as read from its folder, once it records the attention-sink policy featurize must apply.
+
+    The policy is written into the folder when the SAE is saved (`stage_sae`), so featurize, the CLI and
+    any later run read it there; a folder saved before that is refused instead of featurized without it.
+    """
+    from saerl_zoo.preprocessing import sae_preprocessing
+
+    found = sae_preprocessing(sae).outlier_norm_ratio
+    if found != SINK_NORM_RATIO:
+        raise SystemExit(f"{where} records outlier_norm_ratio {found}, not {SINK_NORM_RATIO}: delete it to retrain the SAE")
     return sae
 
 
@@ -493,6 +502,7 @@ def stage_sae(args: argparse.Namespace, model: Any, tokenizer: Any, model_path: 
     final = args.out / "sae"
     staging = args.out / ".sae.tmp"
     shutil.rmtree(staging, ignore_errors=True)
+    record_preprocessing(sae, outlier_norm_ratio=SINK_NORM_RATIO)  # saved in cfg.json: featurize and the CLI read it there
     sae.save_inference_model(str(staging))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
@@ -587,11 +597,12 @@ def pool_features(args: argparse.Namespace, model: Any, tokenizer: Any, items: l
     from saerl_zoo.featurizer import featurize, raw_activation_sae
 
     texts = [reading_text(tokenizer, i["question"]) for i in items]
-    saes = {"sae": SAE.load_from_disk(str(args.out / "sae"), device="cpu"),
-            "raw": raw_activation_sae(model.config.hidden_size, args.layer)}
+    raw = raw_activation_sae(model.config.hidden_size, args.layer)  # built here, never saved: its policy is set on it
+    record_preprocessing(raw, outlier_norm_ratio=SINK_NORM_RATIO)
+    saes = {"sae": check_sink_dropping(SAE.load_from_disk(str(args.out / "sae"), device="cpu"), str(args.out / "sae")), "raw": raw}
     features, costs = {}, {}
     for kind, sae in saes.items():
-        def codes(sae: Any = mark_sink_dropping(sae), kind: str = kind) -> Any:
+        def codes(sae: Any = sae, kind: str = kind) -> Any:
             return featurize(texts, model, tokenizer, sae, cache_dir=args.out / "features" / kind, batch_size=64)
 
         costs[kind] = cached(args.out / "features" / f"{kind}.json", params, lambda codes=codes: {"n": codes().shape[0]})

@@ -56,16 +56,20 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from saerl_zoo.baselines import compare_with_surface  # noqa: E402
 from saerl_zoo.data import align_labels, load_rows  # noqa: E402
 from saerl_zoo.difficulty import DifficultyProbe  # noqa: E402
 from saerl_zoo.embedded import default_path  # noqa: E402
 from saerl_zoo.extras import exit_unless_installed  # noqa: E402
 from saerl_zoo.featurizer import featurize  # noqa: E402
 from saerl_zoo.models import load_model  # noqa: E402
+from saerl_zoo.preprocessing import record_preprocessing, sae_preprocessing  # noqa: E402
 from saerl_zoo.quality import QualityProbe  # noqa: E402
 from saerl_zoo.storage import atomic_path, read_json, write_json  # noqa: E402
 from saerl_zoo.transfer import GroundTruth, RefitLabels, StitchedSAE, TextActivations, TransferEvaluation, collect_activations, fit_stitch  # noqa: E402
+from saerl_zoo.transfer.corpus import check_disjoint, disjoint_texts  # noqa: E402
 from saerl_zoo.transfer.evaluate import pooled_codes  # noqa: E402
+from saerl_zoo.transfer.fit import corpus_record  # noqa: E402
 from saerl_zoo.zoo.api import load_probe, load_sae  # noqa: E402
 
 T0 = time.time()
@@ -109,14 +113,24 @@ def generic_texts(n: int, seed: int) -> list[str]:
     return ordered[:n]
 
 
-def build_corpus(path: Path, n_task: int, n_generic: int, seed: int) -> list[str]:
-    """Held-out task problems with answers (not pool prompts) + generic text; cached as jsonl."""
+def build_corpus(path: Path, pool: list[str], n_task: int, n_generic: int, seed: int) -> list[str]:
+    """Task problems with answers + generic text, none containing a pool prompt verbatim; cached as jsonl.
+
+    Short generated problems repeat, so about a fifth of freshly drawn ones contain a pool prompt
+    ("Q: GCD of 5, 5?"): twice as many are drawn and those are dropped (`saerl_zoo.transfer.corpus`).
+    A cached corpus is checked again, so one written before this rule is refused, not reused.
+    """
     if path.exists():
-        return [r["text"] for r in load_rows(path, "text")]
+        texts = [r["text"] for r in load_rows(path, "text")]
+        check_disjoint(texts, pool, f"{path} (delete it to rebuild)")
+        return texts
     from saerl_zoo.tasks import build_train_set
 
-    items, _ = build_train_set(n_task, seed=seed + 101)
-    texts = [f"{i['prompt']} {i['answer']}" for i in items] + generic_texts(n_generic, seed)
+    items, _ = build_train_set(2 * n_task, seed=seed + 101)
+    candidates = [f"{i['prompt']} {i['answer']}" for i in items]
+    random.Random(seed + 1).shuffle(candidates)  # the strata in the order drawn, not the first ones only
+    texts = disjoint_texts(candidates, pool, n_task) + generic_texts(n_generic, seed)
+    check_disjoint(texts, pool, "the generic paragraphs")
     random.Random(seed).shuffle(texts)
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
@@ -127,9 +141,13 @@ def build_corpus(path: Path, n_task: int, n_generic: int, seed: int) -> list[str
 
 
 def cached_activations(path: Path, model, tokenizer, texts, layers, **kw) -> TextActivations:
+    """Activations cached under a name keyed by the texts and the collection settings (preprocessing included),
+    so a changed corpus or policy is collected again instead of read from a stale file."""
+    key = corpus_record([*texts, json.dumps(kw, sort_keys=True, default=lambda o: dataclasses.asdict(o))])["sha256"][:12]
+    path = path.with_name(f"{path.stem}-{key}{path.suffix}")
     if path.exists():
         acts = TextActivations.load(path)
-        if set(layers) <= set(acts.layers) and acts.n_texts == len(texts):
+        if set(layers) <= set(acts.layers):
             return acts
     log(f"   activations of {len(texts)} texts at layers {list(layers)} -> {path.name}")
     acts = collect_activations(model, tokenizer, texts, layers, progress=False, **kw)
@@ -138,12 +156,19 @@ def cached_activations(path: Path, model, tokenizer, texts, layers, **kw) -> Tex
 
 
 def smollm2_sae(out: Path, model_dir: Path, tokenizer, d_in: int, texts: list[str], args) -> tuple[Any, dict[str, Any]]:
-    """The cross-family host SAE: TopK on SmolLM2's block `args.cross_layer`, trained here (cached)."""
+    """The cross-family host SAE: TopK on SmolLM2's block `args.cross_layer`, trained here (cached).
+
+    Its host, hook and preprocessing (context, special tokens, the attention-sink
+    policy) are written into its cfg.json before the folder is saved, and read back
+    from the folder: what `saerl-zoo featurize` / `transfer fit --sae FOLDER` read
+    is what this table used. A cached folder that says otherwise is refused.
+    """
     from saerl_zoo.sae_training import sae_sequences, train_sae
     from saerl_zoo.zoo.formats import save_sae
 
     folder = out / "smollm2_sae"
     info_path = out / "smollm2_sae_training.json"
+    texts_sha256 = corpus_record(texts)["sha256"]
     if not (folder / "cfg.json").exists():
         # SmolLM2 adds no BOS, and its first position is an attention sink (~100x the median norm): put BOS there
         # and exclude it, so the SAE trains on ordinary tokens (featurize drops sinks via outlier_norm_ratio).
@@ -157,15 +182,19 @@ def smollm2_sae(out: Path, model_dir: Path, tokenizer, d_in: int, texts: list[st
                         training_tokens=args.sae_tokens, exclude_token_ids=sorted({bos, pad}), batch_tokens=256, lr=2e-3,
                         store_batch_size_prompts=32, n_batches_in_buffer=16,  # a ~25k-token buffer: the default one would cost more LM passes than training
                         dataset_label="embedded pool prompts + transfer corpus", seed=args.seed)
+        sae.cfg.metadata.model_name = SMOLLM2_ID
+        sae.cfg.metadata.hook_name = f"model.layers.{args.cross_layer}"
+        record_preprocessing(sae, context_length=args.sae_context, special_tokens="drop", outlier_norm_ratio=args.outlier_ratio)
         save_sae(sae, folder)
         write_json(info_path, {"seconds": round(time.time() - start, 1), "rows": len(rows), "context": args.sae_context,
                                "tokens": args.sae_tokens, "d_sae": args.sae_width, "k": args.sae_k, "layer": args.cross_layer,
-                               "batch_tokens": 256, "lr": 2e-3, "seed": args.seed})
-    sae = load_sae(folder)
-    sae.cfg.metadata.model_name = SMOLLM2_ID
-    sae.cfg.metadata.hook_name = f"model.layers.{args.cross_layer}"
-    sae.cfg.metadata.zoo_preprocessing = {"context_length": args.max_length, "special_tokens": "drop", "outlier_norm_ratio": args.outlier_ratio}
-    return sae, read_json(info_path)
+                               "batch_tokens": 256, "lr": 2e-3, "seed": args.seed, "texts_sha256": texts_sha256})
+    sae, info = load_sae(folder), read_json(info_path)
+    pre, meta = sae_preprocessing(sae), sae.cfg.metadata
+    if (pre.outlier_norm_ratio, meta.get("model_name"), info.get("texts_sha256")) != (args.outlier_ratio, SMOLLM2_ID, texts_sha256):
+        raise SystemExit(f"{folder} records outlier_norm_ratio {pre.outlier_norm_ratio}, host {meta.get('model_name')} and training "
+                         f"texts {info.get('texts_sha256')}, not {args.outlier_ratio}, {SMOLLM2_ID} and {texts_sha256}: delete it to retrain")
+    return sae, info
 
 
 # ---------------------------------------------------------------- one pair
@@ -184,8 +213,7 @@ class Pair:
     tok: Any
     source_model: str
     candidates: list[int]
-    max_length: int
-    outlier_ratio: float | None
+    max_length: int  # requested; the SAE's own context caps it (sae_preprocessing)
     probes: tuple[Any, Any] | None  # (difficulty, quality) of the host; None: fit on ground truth here
     notes: list[str]
 
@@ -199,8 +227,8 @@ def labelled_subsets(rows):
     return tuple(out)
 
 
-def pool_rows(n: int) -> tuple[list[dict], list[dict]]:
-    """The first `n` prompts of the embedded pool and their ground truth (n < 2000 only for smoke runs)."""
+def pool_rows(n: int | None) -> tuple[list[dict], list[dict]]:
+    """The first `n` prompts of the embedded pool (all with None) and their ground truth (n < 2000 only for smoke runs)."""
     return load_rows(default_path("prompts.jsonl"))[:n], load_rows(default_path("ground_truth.jsonl"), None)[:n]
 
 
@@ -226,7 +254,8 @@ def run_pair(pair: Pair, corpus: list[str], out: Path, args) -> dict[str, Any]:
     d_idx, pass_rates, q_idx, q_labels = labelled_subsets(rows)
     level = np.array([np.nan if t["level"] is None else float(t["level"]) for t in truth_rows])  # off-topic prompts have no level
     truth = GroundTruth.from_rows(truth_rows, exclude=np.concatenate([d_idx, q_idx]))
-    kw = {"max_length": pair.max_length, "outlier_norm_ratio": pair.outlier_ratio, "batch_size": 32}
+    preprocessing = sae_preprocessing(pair.sae)  # read from the SAE, as featurize and `transfer fit/eval` read it
+    kw = {"max_length": pair.max_length, "preprocessing": preprocessing, "batch_size": 32}
     timings: dict[str, float] = {}
     start = time.time()
     a_corpus = cached_activations(out / f"{pair.name}_A_corpus.safetensors", pair.host, pair.host_tok, corpus, [pair.target_layer], **kw)
@@ -253,14 +282,20 @@ def run_pair(pair: Pair, corpus: list[str], out: Path, args) -> dict[str, Any]:
     evaluation = TransferEvaluation(pair.sae, a_pool, pair.target_layer, difficulty_probe=d_probe, quality_probe=q_probe,
                                     truth=truth, seed=args.seed)
     result: dict[str, Any] = {"pair": pair.label, "native": evaluation.native(), "rows": [], "notes": notes, "n_scored": int(truth.scored.sum()),
-                              "host_probes_heldout": {"difficulty": d_probe.metrics, "quality": q_probe.metrics}}
+                              "host_probes_heldout": {"difficulty": d_probe.metrics, "quality": q_probe.metrics},
+                              "preprocessing": preprocessing.to_dict(), "surface_baselines": {}}
+    for kind, train_index, y_train in (("difficulty", refit.difficulty_index, refit.difficulty), ("quality", refit.quality_index, refit.quality)):
+        test_index, y_test = truth.test_rows(kind, len(pool))
+        result["surface_baselines"][kind] = compare_with_surface(pool, train_index, y_train, test_index, y_test,
+                                                                 getattr(evaluation.curriculum, kind), kind, seed=args.seed)
     for pairing in PAIRINGS:
         ridge = None
         for method in METHODS:
             t = time.time()
             fit_kw = dict(target_layer=pair.target_layer, sae=pair.sae_name, pairing=pairing, method=method, seed=args.seed,
                           corpus={"path": str(out / "corpus.jsonl"), "n_texts": len(corpus)},
-                          source_model=pair.source_model, target_model=pair.sae.cfg.metadata.get("model_name"))
+                          source_model=pair.source_model, target_model=pair.sae.cfg.metadata.get("model_name"),
+                          preprocessing=preprocessing)
             stitch = fit_stitch(b_corpus, a_corpus, source_layer=None if ridge is None else ridge.config.source_layer, **fit_kw)
             ridge = ridge or stitch
             stitch.save(out / "stitches" / pair.name / f"{pairing}-{method}")
@@ -297,6 +332,27 @@ def fmt(x: Any, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
 
 
+def fmt_gap(g: dict[str, float] | None) -> str:
+    """A bootstrap gap as `+0.042 [0.016, 0.068]`."""
+    return "n/a" if not g else f"{g['gap']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}]"
+
+
+def surface_lines(res: dict[str, Any]) -> list[str]:
+    """The surface baselines on the host probes' labels and test prompts, and what the SAE probe adds beyond them."""
+    out = []
+    for kind, metric, label in (("difficulty", "spearman", "difficulty ρ"), ("quality", "auroc", "quality AUROC")):
+        b = res["surface_baselines"].get(kind)
+        if not b:
+            continue
+        out.append(
+            f"- Surface baselines, {label} (fitted on the host probe's {b['n_train']} labelled prompts, scored on its {b['n_test']} test prompts): "
+            f"character 1–3-gram TF-IDF {fmt(b['tfidf_char_1_3'][metric])}, length + digit count {fmt(b['length_digits'][metric])}; "
+            f"native SAE probe {fmt(b['sae_probe'][metric])}. SAE probe minus baseline (95% paired bootstrap over prompts): "
+            f"vs n-grams {fmt_gap(b['tfidf_char_1_3']['sae_minus_baseline'])}, vs length/digits {fmt_gap(b['length_digits']['sae_minus_baseline'])}."
+        )
+    return out
+
+
 def findings(res: dict[str, Any]) -> str:
     """One sentence per pair, every number taken from its rows: best map per pairing vs the identity baseline and native."""
     native = res["native"]["probes"]
@@ -306,10 +362,13 @@ def findings(res: dict[str, Any]) -> str:
         best = max((r for r in rows if r["method"] != "identity"), key=lambda r: r["eval"]["features"]["mean"])
         ident = next(r for r in rows if r["method"] == "identity")
         e, p = best["eval"], best["eval"]["probes"]["transferred"]
+        gap = e["probes"].get("native_minus_transferred")
+        gap_text = (f" (native − transferred with 95% paired bootstrap interval: ρ {fmt_gap(gap.get('difficulty_spearman'))}, "
+                    f"AUROC {fmt_gap(gap.get('quality_auroc'))})") if gap else ""
         parts.append(
             f"{pairing}-level pairs: best map {best['method']} (B layer {best['source_layer']}) gives feature r {fmt(e['features']['mean'])}, "
             f"transferred difficulty ρ {fmt(p.get('difficulty_spearman'))} (native {fmt(native.get('difficulty_spearman'))}), quality AUROC "
-            f"{fmt(p.get('quality_auroc'))} (native {fmt(native.get('quality_auroc'))}), cluster ARI {fmt(e['curriculum']['cluster_ari'])}; "
+            f"{fmt(p.get('quality_auroc'))} (native {fmt(native.get('quality_auroc'))}){gap_text}, cluster ARI {fmt(e['curriculum']['cluster_ari'])}; "
             f"identity baseline: feature r {fmt(ident['eval']['features']['mean'])}, difficulty ρ "
             f"{fmt(ident['eval']['probes']['transferred'].get('difficulty_spearman'))}, ARI {fmt(ident['eval']['curriculum']['cluster_ari'])}"
         )
@@ -346,12 +405,22 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
             f"difficulty ρ {fmt(nat['probes'].get('difficulty_spearman'))}, quality AUROC {fmt(nat['probes'].get('quality_auroc'))}; "
             f"{nat['n_clusters']} clusters; {res['n_scored']} prompts scored. Wall time: {res['timings']}.",
             "",
-            "| pairing | method | B layer | map EV, corpus held-out (identity) | map EV on pool: tokens / prompts | SAE L0 / EV on mapped | SAE recon EV vs A | feature r | difficulty ρ: transferred / refit | quality AUROC: transferred / refit | curriculum: difficulty ρ / keep agree / ARI (A centres) / ARI (refit) |",
-            "|---|---|---:|---|---|---|---:|---:|---|---|---|",
+        ]
+        if res.get("surface_baselines"):
+            lines += surface_lines(res) + [
+                f"- Preprocessing, read from the SAE folder (`saerl_zoo.preprocessing.sae_preprocessing`) and recorded in every stitch: "
+                f"{json.dumps(res['preprocessing'])}.", ""]
+        gaps = all("native_minus_transferred" in r["eval"]["probes"] for r in res["rows"])
+        lines += [
+            "| pairing | method | B layer | map EV, corpus held-out (identity) | map EV on pool: tokens / prompts | SAE L0 / EV on mapped | SAE recon EV vs A | feature r | difficulty ρ: transferred / refit | quality AUROC: transferred / refit | "
+            + ("native − transferred, 95% CI: difficulty ρ / quality AUROC | " if gaps else "")
+            + "curriculum: difficulty ρ / keep agree / ARI (A centres) / ARI (refit) |",
+            "|---|---|---:|---|---|---|---:|---:|---|---|" + ("---|" if gaps else "") + "---|",
         ]
         for r in res["rows"]:
             e, f = r["eval"], r["fit"]
             p, rf, cur = e["probes"]["transferred"], e["probes"].get("refit", {}), e["curriculum"]
+            gap = e["probes"].get("native_minus_transferred", {})
             ident = f" ({fmt(f['identity_explained_variance'])}, {f['identity']})"
             lines.append(
                 f"| {r['pairing']} | {r['method']} | {r['source_layer']} | {fmt(f['explained_variance'])}{ident} | "
@@ -359,7 +428,8 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"{fmt(e['sae']['l0'], 1)} / {fmt(e['sae']['explained_variance'])} | {fmt(e['sae']['explained_variance_vs_native'])} | "
                 f"{fmt(e['features']['mean'])} | {fmt(p.get('difficulty_spearman'))} / {fmt(rf.get('difficulty_spearman'))} | "
                 f"{fmt(p.get('quality_auroc'))} / {fmt(rf.get('quality_auroc'))} | "
-                f"{fmt(cur.get('difficulty_spearman'))} / {fmt(cur.get('keep_agreement'))} / {fmt(cur['cluster_ari'])} / {fmt(cur['cluster_ari_refit'])} |"
+                + (f"{fmt_gap(gap.get('difficulty_spearman'))} / {fmt_gap(gap.get('quality_auroc'))} | " if gaps else "")
+                + f"{fmt(cur.get('difficulty_spearman'))} / {fmt(cur.get('keep_agreement'))} / {fmt(cur['cluster_ari'])} / {fmt(cur['cluster_ari_refit'])} |"
             )
         lines += ["", findings(res)]
         sel = {r["pairing"]: r["fit"].get("layer_selection", {}).get("scores") for r in res["rows"] if r["method"] == "ridge"}
@@ -413,7 +483,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-pool", type=int, default=2000, help="evaluate on the first N pool prompts (less only for smoke runs)")
     p.add_argument("--n-task", type=int, default=1000, help="task problems (with answers) in the fitting corpus")
     p.add_argument("--n-generic", type=int, default=500, help="generic paragraphs in the fitting corpus")
-    p.add_argument("--max-length", type=int, default=64, help="tokens per text (cross-family pair)")
+    p.add_argument("--max-length", type=int, default=64, help="tokens per text (cross-family pair); the SAE caps it at the context it records (--sae-context)")
     p.add_argument("--cross-layer", type=int, default=15, help="SmolLM2 block of the host SAE (30 blocks)")
     p.add_argument("--gemma-layers", default="3,5,7,9,11,13,15", help="Gemma-3 blocks to choose from (18 blocks)")
     p.add_argument("--sae-width", type=int, default=2048)
@@ -432,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    corpus = build_corpus(args.out / "corpus.jsonl", args.n_task, args.n_generic, args.seed)
+    corpus = build_corpus(args.out / "corpus.jsonl", [r["prompt"] for r in pool_rows(None)[0]], args.n_task, args.n_generic, args.seed)
     log(f"corpus: {len(corpus)} texts ({args.n_task} task problems + {args.n_generic} standard-library docstring paragraphs)")
     results: dict[str, Any] = {}
     partial = args.out / "results.json"
@@ -452,7 +522,7 @@ def main(argv: list[str] | None = None) -> None:
             model, tok = load_model(args.tiny_b)
             pair = Pair("tiny", "Same family, two sizes: SAE host embedded Llama 4×128 (A, SAE on block 2), used on Llama 6×192 (B)",
                         host, host_tok, load_sae("saerl-tiny-math/sae"), "saerl-tiny-math/sae", 2, model, tok,
-                        "runs/tiny_b/model", list(range(6)), 48, None,
+                        "runs/tiny_b/model", list(range(6)), 48,
                         (load_probe("saerl-tiny-math/difficulty-probe"), load_probe("saerl-tiny-math/quality-probe")),
                         ["B: Llama 6×192 (2.95M parameters) trained by scripts/build_default.py --stop-after lm --hidden 192 "
                          "--intermediate 576 --layers 6 --heads 6 --lm-steps 1500 (its BPE tokenizer is trained on the same texts as A's)"])
@@ -467,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
             pair = Pair("cross", "Cross family: SAE host SmolLM2-135M-Instruct (A, Llama, SAE on block "
                         f"{args.cross_layer}), used on Gemma-3-270M (B, Gemma 3, other tokenizer)",
                         host, host_tok, sae, "smollm2-135m/sae-block15", args.cross_layer, model, tok, GEMMA3_ID,
-                        [int(x) for x in args.gemma_layers.split(",")], args.max_length, args.outlier_ratio, None,
+                        [int(x) for x in args.gemma_layers.split(",")], args.max_length, None,
                         [f"host SAE trained here with saerl_zoo.sae_training.train_sae: {json.dumps(sae_info)}; "
                          f"attention-sink tokens (norm > {args.outlier_ratio}× the prompt's median) are dropped for both models",
                          "both models come from the packaged GGUF files (saerl_zoo.packaged_models), dequantised to float32"])
@@ -482,7 +552,8 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), {platform.system()}, Python {platform.python_version()}, torch {torch.__version__}",
         "threads": args.threads,
         "resumed_pairs": resumed,
-        "corpus": f"{len(corpus)} texts: {args.n_task} held-out task problems with answers + {args.n_generic} Python standard-library docstring paragraphs",
+        "corpus": f"{len(corpus)} texts: {args.n_task} held-out task problems with answers + {args.n_generic} Python standard-library docstring "
+                  "paragraphs, none containing a pool prompt",
         "n_pool": args.n_pool,
         "args": {k: os.path.relpath(v, ROOT) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }

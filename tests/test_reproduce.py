@@ -169,3 +169,22 @@ def test_quick_rerun_resumes_without_training_again(quick_run):
     assert result.exit_code == 0
     assert log.read_text() == before
     assert json.loads((out / "report.json").read_text())["arms"] == first["arms"]
+
+
+def test_artifact_table_has_surface_baseline_rows_and_says_what_the_sae_adds():
+    import json
+    from pathlib import Path
+
+    from saerl_zoo.reproduce import render_markdown
+
+    report = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/reproduce/report.json").read_text())
+    sae = report["artifacts"]["sae"]
+    report["surface_baselines"] = {"tfidf_char_1_3": {"difficulty_spearman_vs_level_clean": 0.5, "quality_auroc_vs_truth": 0.75},
+                                   "length_digits": {"difficulty_spearman_vs_level_clean": 0.7, "quality_auroc_vs_truth": 0.6}}
+    text = render_markdown(report)
+    assert "| surface baseline: character 1–3-gram TF-IDF | — | 0.500 | — | 0.750 |" in text
+    assert "| surface baseline: length + digit count | — | 0.700 | — | 0.600 |" in text
+    assert (f"SAE probe minus the best of them: {sae['difficulty_spearman_vs_level_clean'] - 0.7:+.3f} Spearman (difficulty), "
+            f"{sae['quality_auroc_vs_truth'] - 0.75:+.3f} AUROC (quality)") in text
+    del report["surface_baselines"]
+    assert "surface baseline" not in render_markdown(report)  # a report made before baselines renders as it did

@@ -14,6 +14,7 @@ from test_transfer_stitched import CORPUS, PROMPTS
 
 from saerl_zoo.cli import main
 from saerl_zoo.featurizer import featurize
+from saerl_zoo.preprocessing import sae_preprocessing
 from saerl_zoo.transfer import StitchedSAE, collect_activations, evaluate_stitch, fit_stitch
 from saerl_zoo.transfer.check import StitchMismatch, StitchUncheckedWarning
 from saerl_zoo.transfer.scorer import model_fingerprint
@@ -43,7 +44,8 @@ def stitch(models, tokenizer):
     target = collect_activations(a, tokenizer, CORPUS, [1], progress=False)
     source = collect_activations(b, tokenizer, CORPUS, [1], progress=False)
     return fit_stitch(source, target, target_layer=1, sae="tiny", source_layer=1, source_model="test/b", target_model="test/a",
-                      source_fingerprint=model_fingerprint(b), target_fingerprint=model_fingerprint(a))
+                      source_fingerprint=model_fingerprint(b), target_fingerprint=model_fingerprint(a),
+                      preprocessing=sae_preprocessing(make_tiny_sae(32)))
 
 
 @contextlib.contextmanager

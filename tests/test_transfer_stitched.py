@@ -8,6 +8,7 @@ from conftest import local_sae_entry, make_tiny_llama, make_tiny_sae, make_topk_
 from test_zoo_support import write_catalog
 
 from saerl_zoo.featurizer import featurize
+from saerl_zoo.preprocessing import record_preprocessing
 from saerl_zoo.transfer import (
     GroundTruth,
     RefitLabels,
@@ -160,7 +161,10 @@ def test_transfer_evaluation_compares_with_the_native_pipeline(models, tokenizer
     assert good["map"]["token_explained_variance"] > bad["map"]["token_explained_variance"]
     assert good["features"]["mean"] > bad["features"]["mean"]
     assert set(good["curriculum"]) == {"difficulty_spearman", "keep_agreement", "cluster_ari", "cluster_ari_refit"}
-    assert set(good["probes"]) == {"transferred", "refit", "refit_heldout"}
+    assert set(good["probes"]) == {"transferred", "native_minus_transferred", "refit", "refit_heldout"}
+    gap = good["probes"]["native_minus_transferred"]["quality_auroc"]
+    assert gap["gap"] == pytest.approx(native["probes"]["quality_auroc"] - good["probes"]["transferred"]["quality_auroc"])
+    assert gap["low"] <= gap["gap"] <= gap["high"]
     assert identity.config.identity == "truncated"
 
 
@@ -168,9 +172,9 @@ def test_sink_tokens_are_dropped_as_featurize_drops_them(models, tokenizer, acts
     _, b = models
     target, source = acts
     sae = make_tiny_sae(32)
-    sae.cfg.metadata.zoo_preprocessing = {"outlier_norm_ratio": 1.0}  # keep only tokens at most the median norm
-    stitch = fit_stitch(source, target, target_layer=1, sae="tiny", source_layer=1)
-    kept = collect_activations(b, tokenizer, PROMPTS, [1], outlier_norm_ratio=1.0, progress=False)
+    preprocessing = record_preprocessing(sae, outlier_norm_ratio=1.0)  # keep only tokens at most the median norm
+    stitch = fit_stitch(source, target, target_layer=1, sae="tiny", source_layer=1, preprocessing=preprocessing)
+    kept = collect_activations(b, tokenizer, PROMPTS, [1], preprocessing=preprocessing, progress=False)
     full = collect_activations(b, tokenizer, PROMPTS, [1], progress=False)
     assert 0 < kept.text_ptr[-1] < full.text_ptr[-1] and (np.diff(kept.text_ptr) >= 1).all()
     np.testing.assert_allclose(featurize(PROMPTS, b, tokenizer, StitchedSAE(sae, stitch), progress=False).toarray(),

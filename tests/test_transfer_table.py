@@ -45,3 +45,57 @@ def test_committed_report_is_what_the_script_renders_from_its_json(table):
     results = ROOT / "benchmarks" / "results"
     data = json.loads((results / "transfer.json").read_text())
     assert table.markdown(data["pairs"], data["meta"]) == (results / "transfer.md").read_text()
+
+
+def pool_prompts() -> list[str]:
+    from saerl_zoo.data import load_rows
+    from saerl_zoo.embedded import default_path
+
+    return [r["prompt"] for r in load_rows(default_path("prompts.jsonl"))]
+
+
+def test_fitting_corpus_is_disjoint_from_the_pool_by_construction(table, tmp_path):
+    """Short task problems repeat: drawn naively, a fifth of them contain a pool prompt verbatim (issue 17, item 5)."""
+    from saerl_zoo.tasks import build_train_set
+
+    pool = pool_prompts()
+    naive = [f"{i['prompt']} {i['answer']}" for i in build_train_set(200, seed=101)[0]]
+    assert any(p in t for t in naive for p in pool)  # the input that used to leak
+    corpus = table.build_corpus(tmp_path / "corpus.jsonl", pool, 200, 5, seed=0)
+    assert len(corpus) == 205 and not any(p in t for t in corpus for p in pool)
+    assert table.build_corpus(tmp_path / "corpus.jsonl", pool, 200, 5, seed=0) == corpus  # read back from the cache
+
+
+def test_a_cached_corpus_holding_a_pool_prompt_is_refused(table, tmp_path):
+    pool = pool_prompts()
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps({"text": "generic text"}) + "\n" + json.dumps({"text": f"{pool[7]} 42"}) + "\n")
+    with pytest.raises(ValueError, match="1 of 2 corpus texts contain an evaluation prompt verbatim \\(first: text 1"):
+        table.build_corpus(path, pool, 200, 5, seed=0)
+
+
+def test_disjoint_texts_refuses_when_too_few_are_left():
+    from saerl_zoo.transfer.corpus import containing, disjoint_texts
+
+    assert containing(["ab c", "xyz", "c"], ["c"]) == [0, 2]
+    assert disjoint_texts(["ab c", "xyz", "qq"], ["c"], 2) == ["xyz", "qq"]
+    with pytest.raises(ValueError, match="only 1 of 2 candidate texts contain none of the 1 evaluation prompts; 2 are needed"):
+        disjoint_texts(["ab c", "xyz"], ["c"], 2)
+
+
+def test_report_shows_surface_baselines_and_bootstrap_gaps_when_the_run_has_them(table):
+    data = json.loads((ROOT / "benchmarks" / "results" / "transfer.json").read_text())
+    res = data["pairs"]["cross"]
+    gap = {"gap": 0.04, "low": 0.016, "high": 0.068}
+    for r in res["rows"]:
+        r["eval"]["probes"]["native_minus_transferred"] = {"difficulty_spearman": {"gap": 0.002, "low": -0.004, "high": 0.008},
+                                                           "quality_auroc": gap}
+    both = {"n_train": 200, "n_test": 1630, "sae_probe": {"auroc": 0.776},
+            "tfidf_char_1_3": {"auroc": 0.74, "sae_minus_baseline": {"gap": 0.036, "low": 0.01, "high": 0.06}},
+            "length_digits": {"auroc": 0.69, "sae_minus_baseline": {"gap": 0.086, "low": 0.05, "high": 0.12}}}
+    res["surface_baselines"] = {"quality": both}
+    res["preprocessing"] = {"context_length": 48, "special_tokens": "drop", "outlier_norm_ratio": 10.0, "prepend_bos": True}
+    text = table.markdown({"cross": res}, data["meta"])
+    assert "character 1–3-gram TF-IDF 0.740, length + digit count 0.690; native SAE probe 0.776" in text
+    assert "vs n-grams +0.036 [+0.010, +0.060], vs length/digits +0.086 [+0.050, +0.120]" in text
+    assert "| +0.002 [-0.004, +0.008] / +0.040 [+0.016, +0.068] |" in text and '"outlier_norm_ratio": 10.0' in text

@@ -262,3 +262,16 @@ def test_publish_stitch_renders_a_card_and_loads_through_for_model(offline_hub, 
     assert isinstance(stitched, StitchedSAE) and stitched.cfg.metadata.stitch["name"] == "test/tiny-b-to-a"
     x = torch.randn(5, 48)
     assert torch.allclose(stitched.encode(x), sae.encode(torch.as_tensor(stitch.apply(x.numpy()))), atol=1e-5)
+
+
+def test_publish_takes_the_policy_from_the_sae_folder(offline_hub, tmp_path):
+    """Publishing reads preprocessing where featurize reads it (issue 17, item 1): the catalog entry says what the folder says."""
+    from saerl_zoo.preprocessing import record_preprocessing
+
+    sae = tiny_sae()
+    record_preprocessing(sae, context_length=64, outlier_norm_ratio=8.0)
+    entry = {k: v for k, v in ENTRY.items() if k != "preprocessing"}
+    result = publish(save_sae(sae, tmp_path / "src"), "test-org/tiny-sae", entry=entry, name="test/tiny-sae", dry_run=True,
+                     out_dir=tmp_path / "out", catalog=tmp_path / "mine.yaml", reference=False, echo=lambda *_: None)
+    pre = result.entry.preprocessing
+    assert (pre.outlier_norm_ratio, pre.context_length, pre.special_tokens) == (8.0, 64, "drop")

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from saerl_zoo.errors import numbered_prompts
 from saerl_zoo.featurizer import _check_prompts, _pad, decoder_layers, model_context, outlier_token_mask, padding_id
+from saerl_zoo.preprocessing import SaePreprocessing
 from saerl_zoo.models import special_token_mask
 from saerl_zoo.storage import read_tensors, write_tensors
 from saerl_zoo.transfer.align import align_spans
@@ -106,17 +107,19 @@ def collect_activations(
     *,
     max_length: int = 512,
     batch_size: int = 32,
-    outlier_norm_ratio: float | None = None,
+    preprocessing: SaePreprocessing | None = None,
     progress: bool = True,
 ) -> TextActivations:
     """Capture the output of each decoder block in `layers` for every real token of `texts`.
 
     Needs a fast tokenizer (character offsets); texts with no token besides
-    special ones are refused, as the featurizer refuses them. With
-    `outlier_norm_ratio` (an SAE's zoo preprocessing), attention-sink tokens are
-    dropped as `featurize` drops them: a token is kept when its norm is within
-    the ratio of its text's median at every captured layer.
+    special ones are refused, as the featurizer refuses them. `preprocessing`
+    (the SAE's, `saerl_zoo.preprocessing.sae_preprocessing`) is applied as
+    `featurize` applies it: its token limit, BOS, special-token policy, and
+    attention-sink tokens dropped (a token is kept when its norm is within the
+    ratio of its text's median at every captured layer).
     """
+    preprocessing = preprocessing or SaePreprocessing()
     texts = _check_prompts(texts)
     n_blocks = len(decoder_layers(model))
     for layer in layers:
@@ -127,10 +130,13 @@ def collect_activations(
         raise ValueError("no layers to capture")
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("token spans need a fast (Rust) tokenizer with character offsets")
-    max_length = min(max_length, model_context(model, tokenizer) or max_length)  # as featurize cuts them
+    max_length = preprocessing.token_limit(max_length, model_context(model, tokenizer))  # as featurize cuts them
     enc = tokenizer(texts, truncation=True, max_length=max_length, return_offsets_mapping=True,
-                    return_attention_mask=False)
-    special = special_token_mask(tokenizer, enc["input_ids"])  # decided as featurize decides it
+                    return_attention_mask=False, add_special_tokens=preprocessing.prepend_bos)
+    if preprocessing.special_tokens == "keep":
+        special = [[0] * len(x) for x in enc["input_ids"]]
+    else:
+        special = special_token_mask(tokenizer, enc["input_ids"])  # decided as featurize decides it
     empty = [i for i, mask in enumerate(special) if all(mask)]
     if empty:
         raise ValueError(f"{len(empty)} texts have no tokens besides special tokens: {numbered_prompts(empty, texts)}")
@@ -165,9 +171,9 @@ def collect_activations(
                 except _StopForward:
                     pass
                 keep = real.clone()
-                if outlier_norm_ratio is not None:
+                if preprocessing.outlier_norm_ratio is not None:
                     for layer in layers:
-                        keep &= outlier_token_mask(captured[layer], real, outlier_norm_ratio)
+                        keep &= outlier_token_mask(captured[layer], real, preprocessing.outlier_norm_ratio)
                 for row, i in enumerate(idx):
                     kept[i] = keep[row, : len(ids[row])].numpy()
                     for layer in layers:

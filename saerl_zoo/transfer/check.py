@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from saerl_zoo.hooks import decoder_layers, text_config
+from saerl_zoo.preprocessing import SaePreprocessing, sae_preprocessing
 from saerl_zoo.transfer.maps import StitchConfig
 from saerl_zoo.transfer.scorer import model_fingerprint
 
@@ -66,6 +67,27 @@ def check_stitch_model(config: StitchConfig, model: torch.nn.Module, side: Side 
         raise StitchMismatch(f"the stitch {role} {name} (fingerprint {recorded}), but this model ({_label(model)}) has fingerprint "
                              f"{found}: another model of the same width, or the same one in another dtype; pass force=True "
                              "(--force) if you know it fits")
+
+
+def check_stitch_preprocessing(config: StitchConfig, sae: Any) -> SaePreprocessing:
+    """The SAE's preprocessing, once it agrees with the one the stitch was fitted with; `StitchMismatch` otherwise.
+
+    A stitch fitted on tokens prepared one way (say, attention sinks dropped) and
+    applied to tokens prepared another gives codes that are wrong without any error,
+    so a difference is refused, naming each field; a stitch that records none
+    (fitted before it was kept) is applied with a `StitchUncheckedWarning`.
+    """
+    found = sae_preprocessing(sae)
+    recorded = config.preprocessing
+    if recorded is None:
+        warnings.warn("the stitch records no preprocessing: the SAE's own is applied unchecked (refit it to record one)",
+                      StitchUncheckedWarning, stacklevel=3)
+        return found
+    diffs = [f"{k} {recorded.get(k)!r} (stitch) vs {v!r} (SAE)" for k, v in found.to_dict().items() if recorded.get(k) != v]
+    if diffs:
+        raise StitchMismatch(f"the stitch was fitted with other preprocessing than the SAE {config.sae} records: {'; '.join(diffs)}; "
+                             "refit the stitch, or fix the SAE folder's cfg.json (metadata.zoo_preprocessing)")
+    return found
 
 
 def _label(model: Any) -> str:

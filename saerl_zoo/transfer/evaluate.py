@@ -10,7 +10,8 @@ against the host's native pipeline on the same prompts:
 * features: per-feature correlation of pooled codes, native vs mapped;
 * probes: Spearman / AUROC against ground truth, native vs transferred
   (A's probes on mapped codes) vs refitted on mapped codes with a small
-  labelled set;
+  labelled set, and native minus transferred with a paired bootstrap
+  interval over the scored prompts;
 * curricula: rank correlation of the difficulty orders, agreement of the
   quality filter, and cluster agreement (ARI) with A's cluster centres and
   with k-means refitted on the mapped codes.
@@ -25,8 +26,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy import stats
-from sklearn.metrics import adjusted_rand_score, roc_auc_score
+from sklearn.metrics import adjusted_rand_score
 
+from saerl_zoo.baselines import METRIC, score_metric
+from saerl_zoo.bootstrap import paired_bootstrap
 from saerl_zoo.curriculum import curriculum_from_features
 from saerl_zoo.difficulty import DifficultyProbe
 from saerl_zoo.diversity import Clustering, cluster
@@ -57,6 +60,19 @@ class GroundTruth:
         if exclude is not None:
             scored[np.asarray(exclude, dtype=np.int64)] = False
         return cls(difficulty=difficulty, quality=quality, scored=scored)
+
+    def test_rows(self, kind: str, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(prompt indices, truth) that a `kind` ("difficulty" / "quality") score of `n` prompts is judged on, or None
+        without that truth: the scored prompts, and for difficulty only those with a level. Probes, surface
+        baselines and bootstrap gaps all take their test prompts from here, so they are judged on the same ones."""
+        truth = self.difficulty if kind == "difficulty" else self.quality
+        if truth is None:
+            return None
+        rows = self.scored if self.scored is not None else np.ones(n, dtype=bool)
+        if kind == "difficulty":
+            rows = rows & np.isfinite(truth)
+        index = np.flatnonzero(rows)
+        return index, truth[index]
 
 
 @dataclasses.dataclass
@@ -100,16 +116,22 @@ def feature_correlation(native: sp.csr_matrix, mapped: sp.csr_matrix) -> dict[st
 def probe_metrics(difficulty: np.ndarray | None, quality: np.ndarray | None, truth: GroundTruth) -> dict[str, float]:
     """Difficulty Spearman and quality AUROC of probe scores against the ground truth, on the scored prompts."""
     out: dict[str, float] = {}
-    if difficulty is None and quality is None:
-        return out
-    n = len(difficulty if difficulty is not None else quality)
-    scored = truth.scored if truth.scored is not None else np.ones(n, dtype=bool)
-    if difficulty is not None and truth.difficulty is not None:
-        rows = scored & np.isfinite(truth.difficulty)
-        out["difficulty_spearman"] = float(stats.spearmanr(difficulty[rows], truth.difficulty[rows]).statistic)
-    if quality is not None and truth.quality is not None:
-        rows = scored
-        out["quality_auroc"] = float(roc_auc_score(truth.quality[rows], quality[rows]))
+    for kind, scores in (("difficulty", difficulty), ("quality", quality)):
+        test = None if scores is None else truth.test_rows(kind, len(scores))
+        if test is not None:
+            out[f"{kind}_{METRIC[kind]}"] = score_metric(kind, test[1], scores[test[0]])
+    return out
+
+
+def probe_gaps(native: Any, transferred: Any, truth: GroundTruth, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Native minus transferred probe metric per kind, with a paired bootstrap interval over the scored prompts."""
+    out = {}
+    for kind in ("difficulty", "quality"):
+        a, b = getattr(native, kind), getattr(transferred, kind)
+        test = None if a is None or b is None else truth.test_rows(kind, len(a))
+        if test is not None:
+            index, y = test
+            out[f"{kind}_{METRIC[kind]}"] = paired_bootstrap(lambda t, s, k=kind: score_metric(k, t, s), y, a[index], b[index], seed=seed)
     return out
 
 
@@ -163,7 +185,8 @@ class TransferEvaluation:
             "features": feature_correlation(self.features, features),
         }
         curriculum = self._curriculum(features)
-        out["probes"] = {"transferred": probe_metrics(curriculum.difficulty, curriculum.quality, self.truth)}
+        out["probes"] = {"transferred": probe_metrics(curriculum.difficulty, curriculum.quality, self.truth),
+                         "native_minus_transferred": probe_gaps(self.curriculum, curriculum, self.truth, self.seed)}
         out["curriculum"] = self._agreement(curriculum, features)
         if refit is not None:
             d_probe = DifficultyProbe.fit(features[refit.difficulty_index], refit.difficulty, seed=self.seed)
@@ -207,17 +230,17 @@ def evaluate_stitch(
 ) -> dict[str, Any]:
     """Run `prompts` through host A and model B, then compare the host pipeline with the stitched one (see the module doc).
 
-    Both models are checked against the stitch (width, block, fingerprint) before either runs;
-    `force=True` skips the fingerprint check only.
+    Both models are checked against the stitch (width, block, fingerprint) and the SAE against the
+    preprocessing the stitch was fitted with, before either model runs; `force=True` skips the fingerprint check only.
     """
     from saerl_zoo.transfer.activations import collect_activations
-    from saerl_zoo.transfer.check import check_stitch_model
-    from saerl_zoo.transfer.fit import outlier_ratio
+    from saerl_zoo.transfer.check import check_stitch_model, check_stitch_preprocessing
 
     c = stitch.config
     check_stitch_model(c, host_model, "target", force=force)
     check_stitch_model(c, model, "source", force=force)
-    kw = {"max_length": max_length, "batch_size": batch_size, "outlier_norm_ratio": outlier_ratio(sae), "progress": progress}
+    preprocessing = check_stitch_preprocessing(c, sae)
+    kw = {"max_length": max_length, "batch_size": batch_size, "preprocessing": preprocessing, "progress": progress}
     target = collect_activations(host_model, host_tokenizer, prompts, [c.target_layer], **kw)
     source = collect_activations(model, tokenizer, prompts, [c.source_layer], **kw)
     evaluation = TransferEvaluation(sae, target, c.target_layer, difficulty_probe=difficulty_probe, quality_probe=quality_probe,

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from saerl_zoo.preprocessing import SaePreprocessing, sae_preprocessing
 from saerl_zoo.transfer.activations import Pairs, TextActivations, make_pairs
 from saerl_zoo.transfer.maps import (
     METHODS,
@@ -100,6 +101,7 @@ def fit_stitch(
     target_model: str | None = None,
     source_fingerprint: str | None = None,
     target_fingerprint: str | None = None,
+    preprocessing: SaePreprocessing | None = None,
     heldout_fraction: float = 0.2,
     seed: int = 0,
 ) -> StitchMap:
@@ -114,6 +116,8 @@ def fit_stitch(
     the identity baseline (truncated / padded when the widths differ), and the
     layer scores when the layer was chosen here. The fingerprints (`model_fingerprint` of B and A) let every
     route refuse the stitch on another model; without them only width and block can be checked.
+    `preprocessing` is the SAE's (`sae_preprocessing`) that both activation sets were collected with: it is
+    saved with the stitch, and every route that applies the stitch refuses an SAE that records another.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -159,13 +163,9 @@ def fit_stitch(
         seed=seed,
         source_fingerprint=source_fingerprint,
         target_fingerprint=target_fingerprint,
+        preprocessing=None if preprocessing is None else preprocessing.to_dict(),
     )
     return StitchMap(weight, bias, config)
-
-
-def outlier_ratio(sae: Any) -> float | None:
-    """The SAE's attention-sink policy (zoo preprocessing), applied to both models' tokens as `featurize` will."""
-    return (sae.cfg.metadata.get("zoo_preprocessing") or {}).get("outlier_norm_ratio")
 
 
 def fit_stitch_on_texts(
@@ -199,12 +199,14 @@ def fit_stitch_on_texts(
         layers = [source_layer]
     else:
         layers = list(candidate_layers) if candidate_layers else list(range(len(decoder_layers(model))))
-    kw = {"max_length": max_length, "batch_size": batch_size, "outlier_norm_ratio": outlier_ratio(sae), "progress": progress}
+    preprocessing = sae_preprocessing(sae)  # the SAE's, applied to both models' tokens as featurize will
+    kw = {"max_length": max_length, "batch_size": batch_size, "preprocessing": preprocessing, "progress": progress}
     target = collect_activations(host_model, host_tokenizer, texts, [target_layer], **kw)
     source = collect_activations(model, tokenizer, texts, layers, **kw)
     return fit_stitch(
         source, target, target_layer=target_layer, sae=sae_name or str(sae.cfg.metadata.get("zoo_name") or sae.cfg.metadata.get("hook_name")),
         source_layer=source_layer, method=method, pairing=pairing, corpus=corpus_record(texts, corpus_path),
         source_model=source_model, target_model=sae.cfg.metadata.get("model_name") or target.model,
-        source_fingerprint=model_fingerprint(model), target_fingerprint=model_fingerprint(host_model), seed=seed,
+        source_fingerprint=model_fingerprint(model), target_fingerprint=model_fingerprint(host_model), preprocessing=preprocessing,
+        seed=seed,
     )

@@ -60,6 +60,9 @@ class StitchConfig:
     # before a forward pass (None: fitted from saved activations or before fingerprints were kept)
     source_fingerprint: str | None = None
     target_fingerprint: str | None = None
+    # `saerl_zoo.preprocessing.SaePreprocessing` of the host SAE that both models' activations were collected with
+    # (token limit, special tokens, BOS, attention sinks): `check_stitch_preprocessing` refuses an SAE recording another
+    preprocessing: dict[str, Any] | None = None
 
 
 def identity_kind(d_source: int, d_target: int) -> str:

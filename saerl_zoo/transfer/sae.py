@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from saerl_zoo.transfer.check import check_stitch_model
+from saerl_zoo.transfer.check import check_stitch_model, check_stitch_preprocessing
 from saerl_zoo.transfer.maps import StitchMap
 
 
@@ -37,6 +37,7 @@ class StitchedSAE(torch.nn.Module):
         host = sae.cfg.metadata.get("model_name")
         if host is not None and c.target_model != host:
             raise ValueError(f"the stitch maps into {c.target_model}'s residual stream, but this SAE reads {host}")
+        check_stitch_preprocessing(c, sae)  # featurize then applies the SAE's preprocessing to B's tokens, as at fit time
         self.sae = sae
         self.stitch = stitch
         self.force = force  # skip the fingerprint check (not width or block) for a model the user knows fits

@@ -358,15 +358,18 @@ L0_FACTOR_LOOSE, EV_ABS_LOOSE = 2.0, 0.25  # against the eval-set metrics when n
 
 
 def reference_activations(model: Any, tokenizer: Any, art: Artifact, sae: Any, texts: tuple[str, ...] = REFERENCE_TEXTS) -> torch.Tensor:
-    """The SAE's hook point (resolved as featurize resolves it) on the reference texts, after the entry's token policies (tokens x d)."""
-    from saerl_zoo.models import special_token_mask
+    """The SAE's hook point (resolved as featurize resolves it) on the reference texts, after the SAE's token policies
+    (`sae_preprocessing`, as featurize applies them; tokens x d)."""
     from saerl_zoo.hooks import capture, resolve
+    from saerl_zoo.models import special_token_mask
+    from saerl_zoo.preprocessing import sae_preprocessing
 
-    pre = art.preprocessing
+    pre = sae_preprocessing(sae)
     point = resolve(model, sae)
     rows = []
     for text in texts:
-        enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=pre.context_length)
+        enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=pre.token_limit(art.preprocessing.context_length),
+                        add_special_tokens=pre.prepend_bos)
         with torch.no_grad():
             acts = capture(model, point, enc["input_ids"], enc["attention_mask"], int(sae.cfg.d_in))[0]
         keep = enc["attention_mask"][0].bool()

@@ -56,6 +56,7 @@ def _derive_entry(folder: Path, fmt: str, sae: Any, features: str | None = None)
     overrides the one recorded in the stitch config, so the description names it too.
     """
     from saerl_zoo.hooks import layer_from_hook_name
+    from saerl_zoo.preprocessing import sae_preprocessing
     from saerl_zoo.storage import read_json
 
     if fmt == "stitch":
@@ -84,10 +85,10 @@ def _derive_entry(folder: Path, fmt: str, sae: Any, features: str | None = None)
             out["hook"]["layer"] = layer
     if meta.get("model_name"):
         out["model"] = {"id": meta.get("model_name")}
-    if meta.get("context_size"):
-        out["preprocessing"]["context_length"] = int(meta.get("context_size"))
-    if meta.get("exclude_special_tokens") is not None:
-        out["preprocessing"]["special_tokens"] = "drop" if meta.get("exclude_special_tokens") else "keep"
+    pre = sae_preprocessing(sae)  # what featurize / verify / transfer will apply, read where they read it
+    out["preprocessing"].update({"special_tokens": pre.special_tokens, "outlier_norm_ratio": pre.outlier_norm_ratio})
+    if pre.context_length is not None:
+        out["preprocessing"]["context_length"] = pre.context_length
     return out
 
 

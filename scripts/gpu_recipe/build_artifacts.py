@@ -150,6 +150,10 @@ def stage_sae(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]], cli
         n_batches_in_buffer=spec["n_batches_in_buffer"], dataset_label=f"{recipe['data'].get('hub') or 'local pool'} sae_text",
         device=spec["device"], seed=recipe["seed"],
     )
+    from saerl_zoo.preprocessing import record_preprocessing
+
+    # the sink policy goes into cfg.json, so featurize here, the CLI and any later run read the same one
+    record_preprocessing(sae, outlier_norm_ratio=spec.get("outlier_norm_ratio"))
     with lib.atomic_folder(final) as tmp:
         sae.save_inference_model(str(tmp))
         metrics = heldout_metrics(recipe, out, tmp, tokenizer, heldout, excluded)
@@ -197,10 +201,14 @@ def featurize_pool(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]]
     device = lib.device()
     model, tokenizer = load_model(lib.model_dir(recipe, out), device=device,
                                   dtype=lib.torch_dtype(recipe["generation"]["dtype"]) if device == "cuda" else None)
+    from saerl_zoo.preprocessing import sae_preprocessing
+
     sae = load_sae(source, device=device)
-    ratio = recipe["sae"].get("outlier_norm_ratio")
-    if ratio is not None:
-        sae.cfg.metadata.zoo_preprocessing = {**(sae.cfg.metadata.get("zoo_preprocessing") or {}), "outlier_norm_ratio": ratio}
+    ratio, found = recipe["sae"].get("outlier_norm_ratio"), sae_preprocessing(sae).outlier_norm_ratio
+    if found != ratio:  # set in memory only, the saved SAE would featurize differently through the CLI: refuse
+        raise ValueError(f"the SAE {source} records outlier_norm_ratio {found} but the recipe's sae.outlier_norm_ratio is {ratio}: "
+                         "write it into the SAE folder's cfg.json (saerl_zoo.preprocessing.record_preprocessing, then save) "
+                         "or set the recipe's value to match")
     spec = recipe["featurize"]
     return featurize([row["sae_text"] for row in pool], model, tokenizer, sae, pooling=spec["pooling"],
                      batch_size=spec["batch_size"], max_length=spec["max_length"],
