@@ -9,7 +9,23 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from saerl_zoo.reproduce import ARMS, QUICK, ReproConfig, arm_sampler, steps_to_target, summarize
+from saerl_zoo.errors import UserError
+from saerl_zoo.reproduce import (
+    ARMS,
+    QUICK,
+    Arm,
+    ReproConfig,
+    accuracy_auc,
+    arm_sampler,
+    data_folder,
+    data_max_new_tokens,
+    learning_signal,
+    load_eval_set,
+    min_detectable_difference,
+    paired_interval,
+    steps_to_target,
+    summarize,
+)
 
 N = 40
 
@@ -71,25 +87,64 @@ def test_oracle_puts_levelless_off_topic_prompts_last(fake):
 def test_steps_to_target_and_summary_come_from_the_logs():
     def run(accs, rewards):
         recs = [{"type": "eval", "step": 5 * i, "accuracy": a} for i, a in enumerate(accs)]
-        recs += [{"type": "train", "step": i + 1, "indices": [0, 1], "group_rewards": r, "rollouts": 4, "seconds": 0.5}
-                 for i, r in enumerate(rewards)]
+        recs += [{"type": "train", "step": i + 1, "indices": [0, 1], "group_rewards": r, "groups_kept": 2, "rollouts": 4,
+                  "seconds": 0.5} for i, r in enumerate(rewards)]
         return recs
 
     records = {
         "vanilla": {0: run([0.2, 0.3, 0.4], [[[1, 0], [0, 0]]]), 1: run([0.2, 0.2, 0.5], [[[1, 1], [0, 0]]])},
         "saerl": {0: run([0.2, 0.5, 0.5], [[[1, 0], [1, 0]]]), 1: run([0.2, 0.45, 0.6], [[[1, 0], [0, 0]]])},
     }
-    truth = [{"quality": 0}, {"quality": 1}]
+    truth = [{"quality": 0, "level": None, "defect": "off_topic"}, {"quality": 1, "level": 2, "defect": None}]
     assert steps_to_target(records["saerl"][1], 0.45) == 5
+    assert steps_to_target(records["saerl"][0], 0.45) == pytest.approx(5 * 0.25 / 0.3)  # between steps 0 and 5
     assert steps_to_target(records["vanilla"][0], 0.9) is None
+    assert steps_to_target(records["vanilla"][0], 0.1) == 0  # already there at the first evaluation
     s = summarize(records, truth)
     assert s["vanilla"]["final_mean"] == pytest.approx(0.45) and s["saerl"]["final_mean"] == pytest.approx(0.55)
     assert s["saerl"]["gain_points"] == pytest.approx(10.0)
-    assert s["saerl"]["steps_to_target"] == [5, 5] and s["vanilla"]["steps_to_target"] == [None, 10]
-    assert s["saerl"]["steps_ratio"] == pytest.approx(5 / 10)
+    assert s["saerl"]["steps_to_target"] == pytest.approx([5 * 0.25 / 0.3, 5])
+    assert s["vanilla"]["steps_to_target"] == [None, pytest.approx(5 + 5 * 0.25 / 0.3)]
+    assert s["saerl"]["steps_ratio"] == pytest.approx((5 * 0.25 / 0.3 + 5) / 2 / (5 + 5 * 0.25 / 0.3))
     assert s["saerl"]["informative_group_share"] == pytest.approx(0.75)
     assert s["vanilla"]["informative_group_share"] == pytest.approx(0.25)
     assert s["vanilla"]["broken_share_served"] == pytest.approx(0.5)
+    assert s["saerl"]["learning_signal_mean"] == pytest.approx((0.5 + 0.25) / 2)
+    assert s["saerl"]["auc"] == pytest.approx([(0.35 + 0.5) / 2, (0.325 + 0.525) / 2])
+    paired = s["saerl"]["paired"]
+    assert paired["seeds"] == [0, 1] and s["vanilla"]["paired"] is None
+    assert paired["final_points"]["mean"] == pytest.approx(10.0) and paired["final_points"]["sd"] == pytest.approx(0.0)
+    quarters = s["vanilla"]["served"]["level_by_quarter"]  # one step: one quarter holds it, the others none
+    assert len(quarters) == 4 and [q for q in quarters if q is not None] == [2.0]  # off-topic has no level
+    assert s["vanilla"]["served"]["defect_share"] == {"off_topic": 0.5}
+
+
+def test_statistics_match_the_textbook():
+    # t(0.975, 2) = 4.302653, t(0.8, 2) = 1.060660 (any t table)
+    p = paired_interval([1.0, 2.0, 3.0])
+    assert p["mean"] == 2.0 and p["sd"] == pytest.approx(1.0)
+    assert p["ci"] == pytest.approx([2 - 4.302653 / math.sqrt(3), 2 + 4.302653 / math.sqrt(3)], abs=1e-5)
+    assert paired_interval([1.5])["ci"] is None
+    assert min_detectable_difference(1.0, 3) == pytest.approx((4.302653 + 1.060660) * math.sqrt(2 / 3), abs=1e-5)
+    assert min_detectable_difference(1.0, 1) is None
+    evals = [{"type": "eval", "step": s, "accuracy": a} for s, a in ((0, 0.2), (5, 0.3), (10, 0.4))]
+    assert accuracy_auc(evals) == pytest.approx(0.3)
+    assert accuracy_auc(evals[:1]) == pytest.approx(0.2)
+
+
+def test_learning_signal_counts_only_the_groups_a_step_trained_on():
+    rewards = [[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [0, 1, 0, 0]]
+    assert learning_signal({"group_rewards": rewards, "groups_kept": 4}) == pytest.approx(0.1875 + 0.25 + 0.1875)
+    # dynamic sampling trained on the first 2 informative groups only
+    assert learning_signal({"group_rewards": rewards, "groups_kept": 2}) == pytest.approx(0.1875 + 0.25)
+
+
+def test_eval_record_reports_accuracy_per_level():
+    from saerl_zoo.grpo import eval_record
+
+    rows = [{"level": 1}, {"level": 1}, {"level": 2}, {"level": 2}]
+    assert eval_record([1.0, 0.0, 1.0, 1.0], rows) == {"accuracy": 0.75, "n": 4, "by_level": {"1": 0.5, "2": 1.0}}
+    assert "by_level" not in eval_record([1.0], [{"prompt": "x"}])
 
 
 def test_config_validation():
@@ -99,6 +154,123 @@ def test_config_validation():
         ReproConfig(arms=("saerl",))
     with pytest.raises(ValueError, match="num_steps"):
         ReproConfig(num_steps=0)
+    with pytest.raises(ValueError, match="baseline 'vanilla' only 3"):
+        ReproConfig(arms=("vanilla", "saerl"), arm_seeds={"saerl": 5})
+    with pytest.raises(ValueError, match="arm_seeds"):
+        ReproConfig(arm_seeds={"nope": 2})
+    with pytest.raises(ValueError, match="pacing"):
+        Arm(difficulty=None)
+    config = ReproConfig()
+    assert config.seeds_of("vanilla") == config.seeds_of("saerl") == [0, 1, 2, 3, 4]
+    assert config.seeds_of("saerl_reverse") == [0, 1, 2]
+
+
+def test_pacing_reverse_and_feedback_arms(fake):
+    from saerl_zoo.curriculum import DEFAULT_STAGES
+    from saerl_zoo.feedback import OnlineFeedback
+
+    artifacts, truth = fake
+    config = ReproConfig(prompts_per_step=4, num_steps=7)
+    difficulty = artifacts["sae"]["difficulty"]
+
+    def sampler(arm):
+        return arm_sampler(ARMS[arm], 0, N, artifacts, truth, config)
+
+    assert sampler("saerl").pacing.stages == DEFAULT_STAGES and sampler("saerl_unpaced").pacing.stages == 1
+    assert sampler("saerl_competence").pacing.num_steps == 7
+    assert isinstance(sampler("saerl_feedback").feedback, OnlineFeedback) and sampler("saerl").feedback is None
+    forward, reverse = _epoch(sampler("curriculum_only")), [i for i in _epoch(sampler("saerl_reverse"))]
+    half = len(reverse) // 2
+    assert difficulty[reverse[:half]].mean() > difficulty[reverse[half:]].mean()  # hard first
+    assert difficulty[forward[:half]].mean() < difficulty[forward[half:]].mean()
+
+
+# ---------------------------------------------------------------- the data folder
+
+
+def _folder(tmp_path, **files):
+    """A data folder with build_default's layout; ``files`` adds (name -> rows or dict) entries."""
+    folder = tmp_path / "data"
+    for name in ("prompts.jsonl", "ground_truth.jsonl", "pass_rates.jsonl", "quality_labels.jsonl"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text('{"id": "p0", "prompt": "Q: x\\nA:"}\n')
+    for name in ("model", "sae"):
+        (folder / name).mkdir()
+    for name, content in files.items():
+        name = name.replace("__", ".")
+        text = json.dumps(content) if isinstance(content, dict) else "".join(json.dumps(r) + "\n" for r in content)
+        (folder / name).write_text(text)
+    return folder
+
+
+def _eval_files(cells=(("a", 1), ("a", 2), ("b", 1), ("b", 2)), per_cell=3, broken=False):
+    items, truth = [], []
+    for f, lv in cells:
+        for k in range(per_cell):
+            i = f"e{len(items)}"
+            items.append({"id": i, "prompt": f"Q: {f}{lv}-{k}\nA:", "answer": "1"})
+            truth.append({"id": i, "family": f, "level": lv, "quality": 0 if broken and k == 0 else 1, "defect": None})
+    return {"eval_prompts__jsonl": items, "eval_truth__jsonl": truth}
+
+
+def test_eval_set_is_read_from_the_folder_stratified(tmp_path):
+    folder = _folder(tmp_path, **_eval_files())
+    rows = load_eval_set(folder, 4, seed=0)
+    assert [(r["family"], r["level"]) for r in rows] == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    assert [r["prompt"] for r in rows] == ["Q: a1-0\nA:", "Q: a2-0\nA:", "Q: b1-0\nA:", "Q: b2-0\nA:"]  # first per cell
+    assert len(load_eval_set(folder, None, seed=0)) == 12
+    for n in (5, 16):
+        with pytest.raises(UserError, match="multiple of the 4 family x level cells"):
+            load_eval_set(folder, n, seed=0)
+
+
+def test_eval_set_refuses_broken_problems_and_half_sets(tmp_path):
+    folder = _folder(tmp_path, **_eval_files(broken=True))
+    with pytest.raises(UserError, match="4 evaluation problems are not clean"):
+        load_eval_set(folder, None, seed=0)
+    (folder / "eval_truth.jsonl").unlink()
+    with pytest.raises(UserError, match="has eval_prompts.jsonl but not its partner"):
+        data_folder(ReproConfig(data=str(folder)))
+    (folder / "sae").rmdir()
+    with pytest.raises(UserError, match="has no sae"):
+        data_folder(ReproConfig(data=str(folder)))
+
+
+def test_completion_length_comes_from_the_folder(tmp_path):
+    folder = _folder(tmp_path, competence__json={"max_new_tokens": 110})
+    assert data_max_new_tokens(folder, None) == (110, "the data folder's competence.json")
+    assert data_max_new_tokens(folder, 110)[0] == 110
+    with pytest.raises(UserError, match="max_new_tokens 10 differs from the 110"):
+        data_max_new_tokens(folder, 10)
+    (folder / "competence.json").unlink()
+    (folder / "build_info.json").write_text(json.dumps({"args": {"max_new_tokens": 12}}))
+    assert data_max_new_tokens(folder, None) == (12, "the data folder's build_info.json")
+    (folder / "build_info.json").unlink()
+    with pytest.raises(UserError, match="give --max-new-tokens"):
+        data_max_new_tokens(folder, None)
+    assert data_max_new_tokens(folder, 7) == (7, "given")
+
+
+def test_cli_refuses_a_truncating_completion_length_before_any_work(tmp_path):
+    from saerl_zoo.cli import main
+
+    out = tmp_path / "r"
+    result = CliRunner().invoke(main, ["reproduce", "--quick", "--max-new-tokens", "3", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: max_new_tokens 3 differs from the") and result.output.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_job_folder_refuses_runs_on_other_data(tmp_path):
+    from saerl_zoo.reproduce import _claim_job_folder
+
+    folder = _folder(tmp_path, **_eval_files())
+    out = tmp_path / "job"
+    _claim_job_folder(out, folder)
+    _claim_job_folder(out, folder)  # the same data: resumable
+    (folder / "pass_rates.jsonl").write_text('{"id": "p0", "pass_rate": 0.5}\n')
+    with pytest.raises(UserError, match="holds runs on other data"):
+        _claim_job_folder(out, folder)
 
 
 # ---------------------------------------------------------------- the --quick path, end to end
