@@ -297,37 +297,118 @@ def _finite_numbers(obj, path=""):
         yield path, obj
 
 
+def _quick_config() -> ReproConfig:
+    return ReproConfig(**QUICK)
+
+
 def test_quick_report_has_every_arm_and_only_finite_numbers(quick_run):
     out, result = quick_run
     report = json.loads((out / "report.json").read_text())
-    assert set(report["arms"]) == set(ARMS)
+    assert set(report["arms"]) == set(QUICK["arms"])
     assert set(report["artifacts"]) == {"sae", "raw"}
-    numbers = list(_finite_numbers({"arms": report["arms"], "artifacts": report["artifacts"]}))
+    numbers = list(_finite_numbers({"arms": report["arms"], "artifacts": report["artifacts"], "power": report["power"]}))
     assert numbers and all(math.isfinite(v) for _, v in numbers), [p for p, v in numbers if not math.isfinite(v)]
     markdown = (out / "report.md").read_text()
     for arm, s in report["arms"].items():
-        assert f"| {arm} | {s['final_mean']:.3f} ± {s['final_std']:.3f} |" in markdown
-    for name in ("accuracy_vs_steps.png", "final_accuracy.png"):
+        assert f"| {arm} | {len(s['seeds'])} | {s['final_mean']:.3f} ± {s['final_std']:.3f} |" in markdown
+    for name in ("accuracy_vs_steps.png", "accuracy_by_level.png", "ablation_bars.png", "served_over_time.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "report.md" in result.output
 
 
+def _log(out, arm, seed):
+    return [json.loads(line) for line in open(out / "runs" / arm / f"seed{seed}" / "log.jsonl")]
+
+
+def _interpolated(evals, target):
+    """Steps to target, written out again: the first evaluation at or above, interpolated from the one before."""
+    for k, e in enumerate(evals):
+        if e["accuracy"] >= target - 1e-12:
+            if k == 0:
+                return float(e["step"])
+            a, b = evals[k - 1], e
+            return a["step"] + (target - a["accuracy"]) / (b["accuracy"] - a["accuracy"]) * (b["step"] - a["step"])
+    return None
+
+
+def _t_interval(d):
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    return [d.mean() - half, d.mean() + half]
+
+
 def test_quick_report_numbers_are_derived_from_the_run_logs(quick_run):
+    from scipy import stats
+
+    from saerl_zoo.embedded import DEFAULT_DIR, default_path
+    from saerl_zoo.reproduce import has_eval_set
+
     out, _ = quick_run
+    config = _quick_config()
     report = json.loads((out / "report.json").read_text())
+    truth = [json.loads(line) for line in default_path("ground_truth.jsonl").read_text().splitlines()]
+    finals, aucs, evals_of = {}, {}, {}
     for arm, s in report["arms"].items():
-        finals, rollouts = [], []
-        for seed in QUICK["seeds"]:
-            log = [json.loads(line) for line in open(out / "runs" / arm / f"seed{seed}" / "log.jsonl")]
+        assert s["seeds"] == config.seeds_of(arm)
+        rollouts, signals, served = [], [], []
+        for seed in s["seeds"]:
+            log = _log(out, arm, seed)
             evals = [r for r in log if r["type"] == "eval"]
+            train = [r for r in log if r["type"] == "train"]
             assert [r["step"] for r in evals] == list(range(0, QUICK["num_steps"] + 1, QUICK["eval_every"]))
-            finals.append(evals[-1]["accuracy"])
-            rollouts.append(sum(r["rollouts"] for r in log if r["type"] == "train"))
-        assert s["final_accuracy"] == finals
+            for e in evals:  # equal rows per level: the accuracy is the mean of the per-level accuracies
+                assert e["accuracy"] == pytest.approx(np.mean(list(e["by_level"].values())))
+            evals_of[arm, seed] = evals
+            finals[arm, seed] = evals[-1]["accuracy"]
+            acc, steps = [e["accuracy"] for e in evals], [e["step"] for e in evals]
+            aucs[arm, seed] = sum((acc[k] + acc[k + 1]) / 2 * (steps[k + 1] - steps[k]) for k in range(len(acc) - 1)) / steps[-1]
+            rollouts.append(sum(r["rollouts"] for r in train))
+            for r in train:
+                g = np.asarray(r["group_rewards"], dtype=float)
+                p = g.mean(1)
+                kept = [k for k in range(len(g)) if g[k].max() > g[k].min()][: r["groups_kept"]]
+                signals.append(sum(p[k] * (1 - p[k]) for k in kept))
+            served.append([r["indices"] for r in train])
+        assert s["final_accuracy"] == [finals[arm, seed] for seed in s["seeds"]]
+        assert s["auc"] == pytest.approx([aucs[arm, seed] for seed in s["seeds"]])
         assert s["rollouts_mean"] == pytest.approx(np.mean(rollouts))
+        assert s["learning_signal_mean"] == pytest.approx(np.mean(signals))
+        levels = sorted(evals_of[arm, 0][0]["by_level"], key=int)
+        assert s["final_by_level"] == pytest.approx(
+            {lv: np.mean([evals_of[arm, seed][-1]["by_level"][lv] for seed in s["seeds"]]) for lv in levels})
+        # quarters of a 4-step run: step k (1-based) is quarter k
+        for q in range(QUICK["num_steps"]):
+            idx = [i for run in served for i in run[q]]
+            known = [truth[i]["level"] for i in idx if truth[i]["level"] is not None]
+            assert s["served"]["level_by_quarter"][q] == (pytest.approx(np.mean(known)) if known else None)
+            assert s["served"]["broken_by_quarter"][q] == pytest.approx(np.mean([truth[i]["quality"] == 0 for i in idx]))
+    for arm, s in report["arms"].items():
+        base = s["baseline"]
+        target = np.mean([finals[base, seed] for seed in report["arms"][base]["seeds"]])
+        assert s["target_accuracy"] == pytest.approx(target)
+        expected = [_interpolated(evals_of[arm, seed], target) for seed in s["seeds"]]
+        assert s["steps_to_target"] == [pytest.approx(x) if x is not None else None for x in expected]
+        if arm == base:
+            assert s["paired"] is None
+            continue
+        d = [100 * (finals[arm, seed] - finals[base, seed]) for seed in s["seeds"]]
+        assert s["paired"]["seeds"] == s["seeds"] and s["paired"]["final_points"]["mean"] == pytest.approx(np.mean(d))
+        assert s["paired"]["final_points"]["ci"] == pytest.approx(_t_interval(d))
+        d_auc = [100 * (aucs[arm, seed] - aucs[base, seed]) for seed in s["seeds"]]
+        assert s["paired"]["auc_points"]["ci"] == pytest.approx(_t_interval(d_auc))
+    vanilla = [finals["vanilla", seed] for seed in config.seeds_of("vanilla")]
+    sd = 100 * np.std(vanilla, ddof=1)
+    assert report["power"]["vanilla_sd_points"] == pytest.approx(sd)
+    n = QUICK["seeds"]
+    mde = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * math.sqrt(2) * sd / math.sqrt(n)
+    assert report["power"]["mde_points"] == {str(n): pytest.approx(mde)}
     per_step = QUICK["prompts_per_step"] * QUICK["group_size"]
     assert report["arms"]["vanilla"]["rollouts_mean"] == QUICK["num_steps"] * per_step
     assert report["arms"]["online_filter"]["rollouts_mean"] == 2 * QUICK["num_steps"] * per_step  # it pays for its filter
+    source = "eval_prompts.jsonl" if has_eval_set(DEFAULT_DIR) else "tasks.build_eval_set"
+    assert report["eval"] == {"source": source, "n": 42, "cells": 21, "per_cell": "2"}
 
 
 def test_quick_rerun_resumes_without_training_again(quick_run):
