@@ -12,7 +12,7 @@ One training step, in the order the functions below appear:
 7. gradient accumulation, clipping, AdamW step                 (:func:`train_step`)
 
 :func:`train` runs the steps, evaluates greedy accuracy on a held-out set every
-``eval_every`` steps, logs to ``out_dir/log.jsonl`` and writes atomic
+``eval_every`` steps (per level too, when the rows carry a ``"level"``), logs to ``out_dir/log.jsonl`` and writes atomic
 checkpoints (weights, optimiser, sampler position and every RNG state) from
 which a killed run continues at the same step with the same next batch.
 

@@ -819,6 +819,7 @@ def _quarters(values: list[float | None], spec: str = ".2f") -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     """The report's markdown: every number is read from ``report`` (itself built from the runs)."""
     cfg, summary, art, ev, power = report["config"], report["arms"], report["artifacts"], report["eval"], report["power"]
+    cov = report["coverage"]
     order = sorted(summary, key=list(ARMS).index)  # JSON may have re-sorted them
     lines = [
         "# SaeRL vs vanilla GRPO",
@@ -831,6 +832,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"lr {cfg['lr']}, T {cfg['temperature']}.  ",
         f"Held-out set: {ev['n']} clean problems from {ev['source']}, {ev['per_cell']} per family x level "
         f"({ev['cells']} cells), greedy accuracy; {report['eval_prompts_in_pool']} of them also appear verbatim in the pool.",
+        "",
+        f"Each run trains on {cov['prompts_per_run']} prompts: {cov['prompts_per_run'] / cov['kept_by_sae_filter']:.2f} "
+        f"epochs of the {cov['kept_by_sae_filter']} prompts the SAE quality filter keeps "
+        f"({cov['prompts_per_run'] / cov['pool']:.2f} of the {cov['pool']}-prompt pool). Stage pacing spreads its "
+        "stages over one epoch, so a run shorter than an epoch never reaches the hardest stages (saerl_competence "
+        "paces over the run's steps instead).",
         "",
         "## Arms",
         "",
@@ -1020,6 +1027,9 @@ def run_reproduction(config: ReproConfig, *, command: str = "", progress: bool =
         "eval": {"source": EVAL_FILES[0] if has_eval_set(folder) else "tasks.build_eval_set", "n": len(eval_rows),
                  "cells": len(cells), "per_cell": "-".join(map(str, sorted({per_cell[0], per_cell[-1]})))},
         "eval_prompts_in_pool": len({r["prompt"] for r in eval_rows} & {i["prompt"] for i in pool["items"]}),
+        # stage pacing spreads its stages over one epoch: a shorter run never reaches the hardest ones
+        "coverage": {"prompts_per_run": config.num_steps * config.prompts_per_step, "pool": len(pool["items"]),
+                     "kept_by_sae_filter": int(artifacts["sae"]["keep"].sum())},
         "config": dataclasses.asdict(config),
         "arms": summary,
         "power": power_analysis(summary),
