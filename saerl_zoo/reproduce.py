@@ -705,10 +705,11 @@ def summarize(records: dict[str, dict[int, list[dict[str, Any]]]], truth: list[d
 
 def power_analysis(summary: dict[str, Any]) -> dict[str, Any]:
     """The smallest paired difference in final accuracy (points) the run could detect, per seed count of its arms."""
-    sd = 100 * summary["vanilla"]["final_std"]
+    seeds = len(summary["vanilla"]["seeds"])
+    sd = 100 * summary["vanilla"]["final_std"] if seeds > 1 else None  # one seed has no spread to measure
     counts = sorted({len(s["paired"]["seeds"]) for s in summary.values() if s["paired"] is not None})
-    return {"alpha": ALPHA, "power": POWER, "vanilla_sd_points": sd, "vanilla_seeds": len(summary["vanilla"]["seeds"]),
-            "mde_points": {str(n): min_detectable_difference(sd, n) for n in counts}}
+    return {"alpha": ALPHA, "power": POWER, "vanilla_sd_points": sd, "vanilla_seeds": seeds,
+            "mde_points": {str(n): None if sd is None else min_detectable_difference(sd, n) for n in counts}}
 
 
 def _curves(records: dict[int, list[dict[str, Any]]]) -> tuple[np.ndarray, np.ndarray]:
@@ -862,15 +863,16 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{_fmt(s['steps_ratio'], '.2f')} | {s['rollouts_mean']:.0f} |"
         )
     mde = ", ".join(f"{_fmt(v, '.1f')} points with {n} seeds" for n, v in power["mde_points"].items())
+    mde = mde if power["vanilla_sd_points"] is not None else "— (vanilla ran one seed: no spread to measure)"
     lines += [
         "",
         "## What the run can detect",
         "",
-        f"Vanilla's final accuracy spreads by sd = {power['vanilla_sd_points']:.2f} points over its "
+        f"Vanilla's final accuracy spreads by sd = {_fmt(power['vanilla_sd_points'], '.2f')} points over its "
         f"{power['vanilla_seeds']} seeds. The smallest true paired difference a two-sided paired t-test "
         f"(α = {power['alpha']}) detects with power {power['power']}:",
         "",
-        f"    MDE(n) = (t[1 − α/2, n − 1] + t[power, n − 1]) · √2 · sd_vanilla / √n  =  {mde or '— (one seed)'}",
+        f"    MDE(n) = (t[1 − α/2, n − 1] + t[power, n − 1]) · √2 · sd_vanilla / √n  =  {mde or '— (no arm to compare)'}",
         "",
         "(√2 · sd: the sd of a difference of two runs that each spread like vanilla's, pairing assumed to remove "
         "nothing; central t quantiles approximate the noncentral t.) A Δ whose interval holds 0 and whose size is "

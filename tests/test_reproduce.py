@@ -132,6 +132,17 @@ def test_statistics_match_the_textbook():
     assert accuracy_auc(evals[:1]) == pytest.approx(0.2)
 
 
+def test_one_vanilla_seed_claims_no_detectable_difference():
+    from saerl_zoo.reproduce import power_analysis
+
+    one = {"seeds": [0], "final_std": 0.0, "paired": None}
+    power = power_analysis({"vanilla": one, "saerl": {"seeds": [0], "paired": {"seeds": [0]}}})
+    assert power["vanilla_sd_points"] is None and power["mde_points"] == {"1": None}
+    two = {"seeds": [0, 1], "final_std": 0.01, "paired": None}
+    power = power_analysis({"vanilla": two, "saerl": {"seeds": [0, 1], "paired": {"seeds": [0, 1]}}})
+    assert power["mde_points"]["2"] == pytest.approx(min_detectable_difference(1.0, 2))
+
+
 def test_learning_signal_counts_only_the_groups_a_step_trained_on():
     rewards = [[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0], [0, 1, 0, 0]]
     assert learning_signal({"group_rewards": rewards, "groups_kept": 4}) == pytest.approx(0.1875 + 0.25 + 0.1875)
