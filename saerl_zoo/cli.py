@@ -375,38 +375,60 @@ def _csv(kind):
     return parse
 
 
+def _arm_seeds(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        pairs = [item.split("=") for item in value.split(",") if item.strip()]
+        return {arm.strip(): int(count) for arm, count in pairs}
+    except ValueError:
+        raise click.BadParameter(f"expected arm=count pairs, e.g. vanilla=5,saerl=5; got {value!r}") from None
+
+
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/reproduce"), show_default=True,
               help="Job folder for runs, checkpoints and the report: an existing one is resumed (never refused or wiped), "
                    "so rerunning the same command continues where it stopped.")
-@click.option("--quick", is_flag=True, help="Every arm, 2 seeds, a few steps: a smoke test of the whole pipeline (minutes).")
-@click.option("--arms", callback=_csv(str), help="Comma-separated subset of arms (default: all; 'vanilla' is required).")
-@click.option("--seeds", callback=_csv(int), help="Comma-separated RL seeds. Default: 0,1,2.")
+@click.option("--quick", is_flag=True, help="Every arm, 2 seeds (vanilla 3), a few steps: a smoke test of the whole pipeline (minutes).")
+@click.option("--data", type=click.Path(exists=True, file_okay=False), help="Folder with scripts/build_default.py's layout "
+              "(pool, labels, ground truth, model, sae, optionally eval_prompts/eval_truth.jsonl). Default: the embedded default.")
+@click.option("--arms", callback=_csv(str), help="Comma-separated arms (default: the issue-14 set; 'vanilla' is required).")
+@click.option("--seeds", type=int, help="Seeds per arm (runs use seeds 0..N-1). Default: 3.")
+@click.option("--arm-seeds", callback=_arm_seeds, help="Seed counts for single arms, e.g. vanilla=5,saerl=5 (the default).")
 @click.option("--steps", "num_steps", type=int, help="GRPO steps per run.")
 @click.option("--prompts-per-step", type=int)
 @click.option("--group-size", type=int)
 @click.option("--lr", type=float)
 @click.option("--eval-every", type=int)
-@click.option("--n-eval", type=int, help="Held-out clean problems (stratified by family and level).")
-@click.option("--policy", help="Train this model instead of the embedded policy (scorer transfer: the embedded model still scores).")
+@click.option("--n-eval", type=int, help="Held-out clean problems in all, equal per family x level. Default: the data folder's whole set.")
+@click.option("--max-new-tokens", type=int, help="Only for a data folder that does not record its completion length; "
+              "a value other than the folder's is refused.")
+@click.option("--policy", help="Train this model instead of the data folder's policy (scorer transfer: the folder's model still scores).")
 @click.option("--device", help="Device for the runs, e.g. cuda.")
 @click.option("--jobs", type=int, help="Runs in parallel (processes, one torch thread each).")
 def reproduce(out, quick, **overrides):
-    """SaeRL vs vanilla GRPO, ablations and baselines on the embedded task; writes report.md/json + plots to --out.
+    """SaeRL vs vanilla GRPO, ablations and baselines; writes report.md/json + plots to --out.
 
-    Arms: vanilla, saerl, each component alone and saerl without each, the
-    true-difficulty oracle, random filtering of the same fraction, saerl on
-    raw activations, an online pass-rate filter (DAPO oversampling), and
-    vanilla / saerl with Dr. GRPO. Interrupted runs resume from checkpoints.
+    Arms (saerl_zoo.reproduce.ARMS): vanilla, saerl (paced), each component
+    alone, saerl unpaced, the reverse (hard → easy) control, the
+    true-level oracle, random filtering of the same count, online feedback,
+    an online pass-rate filter (DAPO oversampling), and vanilla / saerl with
+    Dr. GRPO; opt-in: saerl_competence, saerl without each component,
+    saerl on raw activations. Interrupted runs resume from checkpoints.
     """
     from saerl_zoo.reproduce import QUICK, ReproConfig, run_reproduction
 
     given = {k: v for k, v in overrides.items() if v is not None}
     config = ReproConfig(out_dir=str(out), **{**(QUICK if quick else {}), **given})
     flags = {"num_steps": "steps"}
+
+    def shown(value):
+        if isinstance(value, dict):
+            return ",".join(f"{k}={v}" for k, v in value.items())
+        return ",".join(map(str, value)) if isinstance(value, tuple) else value
+
     command = " ".join(["saerl-zoo reproduce", f"--out {out}", *(["--quick"] if quick else []),
-                        *(f"--{flags.get(k, k).replace('_', '-')} {','.join(map(str, v)) if isinstance(v, tuple) else v}"
-                          for k, v in given.items())])
+                        *(f"--{flags.get(k, k).replace('_', '-')} {shown(v)}" for k, v in given.items())])
     report = run_reproduction(config, command=command)
     arms = report["arms"]
     click.echo(f"SaeRL {arms['saerl']['final_mean']:.3f} vs vanilla {arms['vanilla']['final_mean']:.3f} final accuracy"

@@ -12,7 +12,7 @@ One training step, in the order the functions below appear:
 7. gradient accumulation, clipping, AdamW step                 (:func:`train_step`)
 
 :func:`train` runs the steps, evaluates greedy accuracy on a held-out set every
-``eval_every`` steps, logs to ``out_dir/log.jsonl`` and writes atomic
+``eval_every`` steps (per level too, when the rows carry a ``"level"``), logs to ``out_dir/log.jsonl`` and writes atomic
 checkpoints (weights, optimiser, sampler position and every RNG state) from
 which a killed run continues at the same step with the same next batch.
 
@@ -53,7 +53,9 @@ __all__ = [
     "PromptStream",
     "Rollout",
     "completion_logprobs",
+    "eval_record",
     "evaluate",
+    "evaluate_rows",
     "group_advantages",
     "grpo_loss",
     "informative_groups",
@@ -525,17 +527,39 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(
+def evaluate_rows(
     model: Any, tokenizer: Any, rows: Sequence[dict], reward_fn: RewardFn, *, max_new_tokens: int, batch_size: int = 64
-) -> float:
-    """Mean reward of greedy completions (accuracy for a 0/1 verifier)."""
+) -> list[float]:
+    """The reward of one greedy completion per row, in row order."""
     scores: list[float] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         rollout = sample_completions(model, tokenizer, [r["prompt"] for r in chunk], group_size=1,
                                      max_new_tokens=max_new_tokens, temperature=None)
         scores += [float(reward_fn(text, row)) for text, row in zip(rollout.texts, chunk)]
+    return scores
+
+
+def evaluate(
+    model: Any, tokenizer: Any, rows: Sequence[dict], reward_fn: RewardFn, *, max_new_tokens: int, batch_size: int = 64
+) -> float:
+    """Mean reward of greedy completions (accuracy for a 0/1 verifier)."""
+    scores = evaluate_rows(model, tokenizer, rows, reward_fn, max_new_tokens=max_new_tokens, batch_size=batch_size)
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def eval_record(scores: Sequence[float], rows: Sequence[dict]) -> dict[str, Any]:
+    """Accuracy of per-row scores, and per level (``by_level``) when every row has a ``"level"``.
+
+    Why per level: a mean over levels hides where a curriculum helps (easy
+    levels saturate, hard ones start at zero); the per-level curve shows it.
+    """
+    record: dict[str, Any] = {"accuracy": float(np.mean(scores)) if len(scores) else float("nan"), "n": len(scores)}
+    if rows and all(row.get("level") is not None for row in rows):
+        levels = sorted({row["level"] for row in rows})
+        record["by_level"] = {str(level): float(np.mean([s for s, row in zip(scores, rows) if row["level"] == level]))
+                              for level in levels}
+    return record
 
 
 # ----------------------------------------------------------------------------
@@ -798,9 +822,9 @@ def train(
             callback(record)
 
     def run_eval() -> None:
-        accuracy = evaluate(model, tokenizer, eval_rows, reward_fn, max_new_tokens=config.max_new_tokens,
-                            batch_size=config.eval_batch)
-        emit({"type": "eval", "step": step, "accuracy": accuracy, "n": len(eval_rows)})
+        scores = evaluate_rows(model, tokenizer, eval_rows, reward_fn, max_new_tokens=config.max_new_tokens,
+                               batch_size=config.eval_batch)
+        emit({"type": "eval", "step": step, **eval_record(scores, eval_rows)})
 
     evaluating = bool(eval_rows) and config.eval_every > 0
     if evaluating and step == 0:
