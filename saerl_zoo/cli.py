@@ -185,28 +185,14 @@ def featurize(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, d
 @OVERWRITE
 def fit_probe(features, prompts, labels, kind, label_field, pass_rate, estimator, seed, out, overwrite):
     """Fit a difficulty or quality probe on a labelled subset and report held-out metrics."""
-    from saerl_zoo.data import align_labels, load_rows
-    from saerl_zoo.difficulty import DifficultyProbe
-    from saerl_zoo.quality import QualityProbe, label_defects
-    from saerl_zoo.storage import check_output, load_csr
+    from saerl_zoo.probe_files import fit_probe_files
+    from saerl_zoo.storage import check_output
 
     check_output(out, overwrite=overwrite)
-
-    X = load_csr(features)
-    rows = load_rows(_prompts_path(prompts), prompt_field=None)
-    if len(rows) != X.shape[0]:
-        raise click.UsageError(f"{X.shape[0]} feature rows but {len(rows)} prompts: featurize this prompt set first")
-    field = label_field or ("pass_rate" if kind == "difficulty" else "label")
-    label_rows = load_rows(labels, prompt_field=None)
-    index, values = align_labels(rows, label_rows, field)
-    if kind == "difficulty":
-        target = 1.0 - values if pass_rate else values
-        probe = DifficultyProbe.fit(X[index], target, seed=seed, target="1 - pass rate" if pass_rate else field)
-    else:
-        defects = label_defects(label_rows) if estimator == "logistic" else None  # a `defect` field: AUROC per kind too
-        probe = QualityProbe.fit(X[index], values, kind=estimator, seed=seed, defects=defects)
+    probe = fit_probe_files(features, _prompts_path(prompts), labels, kind, label_field=label_field, pass_rate=pass_rate,
+                            estimator=estimator, seed=seed)
     probe.save(out)
-    click.echo(f"{kind} probe on {len(index)} labels, held-out {json.dumps(probe.metrics)} → {out}")
+    click.echo(f"{kind} probe on {probe.config.n_train + probe.config.n_heldout} labels, held-out {json.dumps(probe.metrics)} → {out}")
     _warn(probe.convergence_note())
 
 
@@ -434,6 +420,64 @@ def reproduce(out, quick, **overrides):
     click.echo(f"SaeRL {arms['saerl']['final_mean']:.3f} vs vanilla {arms['vanilla']['final_mean']:.3f} final accuracy"
                if "saerl" in arms else f"vanilla final accuracy {arms['vanilla']['final_mean']:.3f}")
     click.echo(f"report: {out / 'report.md'}")
+
+
+@main.command()
+@click.option("--model", "model_path", required=True, help="The policy: HF causal LM (folder or Hub id).")
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="jsonl/parquet prompt set with ids (and an answer field for the verifier).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for every stage's output; rerun the same command to resume (finished stages are skipped).")
+@click.option("--model-id", help="Hub id to look published SAEs up by, when --model is a local folder.")
+@_apply(LM_OPTIONS[1:])
+@click.option("--prompt-field", default="prompt", show_default=True, help="Field of each row holding the prompt text.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--sae", default="auto", show_default=True,
+              help="auto: a published SAE on this model or its base/instruct twin (see `find`), else train one; train: always "
+                   "train; or any SAE name or folder load_sae reads.")
+@click.option("--sae-hook", help="Hook point for the SAE (train-sae's --hook). Default: the middle decoder block.")
+@click.option("--sae-training-tokens", type=click.IntRange(min=1), default=2_000_000, show_default=True, help="train-sae's token budget.")
+@click.option("--sae-context", type=click.IntRange(min=2), default=256, show_default=True, help="train-sae's tokens per text.")
+@click.option("--sae-d-sae", type=click.IntRange(min=1), help="train-sae's --d-sae (default 8 x d_model).")
+@click.option("--sae-k", type=click.IntRange(min=1), help="train-sae's --k (active latents per token).")
+@click.option("--sae-batch-tokens", type=click.IntRange(min=1), help="train-sae's --batch-tokens.")
+@click.option("--corpus", type=click.Path(exists=True, dir_okay=False), help="Extra text (jsonl with text, or .txt) to train the SAE on.")
+@click.option("--fraction", type=float, help="Share of the prompts labelled with pass rates (default 0.1).")
+@click.option("--count", type=int, help="Number of prompts labelled with pass rates, instead of a share.")
+@click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="Rollouts per labelled prompt.")
+@click.option("--verifier", default="math", show_default=True, help="math, task, or module:function (see `label --help`).")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--chat-template/--no-chat-template", default=None, help="Wrap prompts in the model's chat template when labelling. Default: when it has one.")
+@click.option("--backend", type=click.Choice(["auto", "transformers", "vllm"]), default="auto", show_default=True)
+@click.option("--quality-count", type=int, help="Prompts sampled for synthetic quality labels (default 10%).")
+@click.option("--human-labels", type=click.Path(exists=True, dir_okay=False), help="jsonl of {id, label} quality labels from people, added to the synthetic ones.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per RL step the curriculum is cut for.")
+@click.option("--stages", type=click.IntRange(min=1), help="Difficulty stages (see `curriculum --help`).")
+@click.option("--num-steps", type=click.IntRange(min=1), help="Pace by competence over this many RL steps (see `curriculum --help`).")
+@click.option("--max-length", type=int, default=512, show_default=True, help="Tokens of each prompt the SAE reads.")
+def prepare(model_path, prompts, out, model_id, gguf_file, device, trust_remote_code, prompt_field, seed, sae, sae_hook,
+            sae_training_tokens, sae_context, sae_d_sae, sae_k, sae_batch_tokens, corpus, fraction, count, k, verifier, temperature, max_new_tokens, chat_template,
+            backend, quality_count, human_labels, batch_size, stages, num_steps, max_length):
+    """Model + prompts → SAE, labels, probes and curriculum, skipping stages already done.
+
+    The same path as the five commands `train-sae` (or `find`), `label --kind
+    pass-rate`, `label --kind quality`, `featurize` + `fit-probe`, and
+    `curriculum`; prepare.json in --out records each stage's settings and time.
+    """
+    from saerl_zoo.prepare import PrepareConfig, prepare as run
+
+    config = PrepareConfig(
+        model=model_path, prompts=str(prompts), out=str(out), model_id=model_id, gguf_file=gguf_file, device=device,
+        trust_remote_code=trust_remote_code, prompt_field=prompt_field, seed=seed, sae=sae, sae_hook=sae_hook,
+        sae_training_tokens=sae_training_tokens, sae_context=sae_context, sae_d_sae=sae_d_sae, sae_k=sae_k,
+        sae_batch_tokens=sae_batch_tokens, corpus=corpus, label_fraction=fraction,
+        label_count=count, k=k, verifier=verifier, temperature=temperature, max_new_tokens=max_new_tokens,
+        chat_template=chat_template, backend=backend, quality_count=quality_count, human_labels=human_labels,
+        batch_size=batch_size, stages=stages, num_steps=num_steps, max_length=max_length,
+    )
+    run(config, echo=click.echo)
+    click.echo(f"curriculum: {out / 'curriculum' / 'ordered.jsonl'}; stages and timings: {out / 'prepare.json'}")
 
 
 def _register_zoo_commands() -> None:

@@ -435,13 +435,12 @@ def test_quick_rerun_resumes_without_training_again(quick_run):
     assert json.loads((out / "report.json").read_text())["arms"] == first["arms"]
 
 
-def test_artifact_table_has_surface_baseline_rows_and_says_what_the_sae_adds():
+def test_artifact_table_has_surface_baseline_rows_and_says_what_the_sae_adds(quick_run):
     import json
-    from pathlib import Path
 
     from saerl_zoo.reproduce import render_markdown
 
-    report = json.loads((Path(__file__).resolve().parents[1] / "benchmarks/results/reproduce/report.json").read_text())
+    report = json.loads((quick_run[0] / "report.json").read_text())
     sae = report["artifacts"]["sae"]
     report["surface_baselines"] = {"tfidf_char_1_3": {"difficulty_spearman_vs_level_clean": 0.5, "quality_auroc_vs_truth": 0.75},
                                    "length_digits": {"difficulty_spearman_vs_level_clean": 0.7, "quality_auroc_vs_truth": 0.6}}
