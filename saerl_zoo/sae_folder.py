@@ -1,0 +1,383 @@
+"""`saerl-zoo train-sae`: an SAE trained on the user's own prompts, written as a zoo-ready folder.
+
+The folder holds the SAE in sae-lens's format (`cfg.json` +
+`sae_weights.safetensors`, so `load_sae(folder)` and sae-lens both load it),
+`sae_metrics.json` (L0, explained variance and dead fraction on held-out
+tokens), `zoo_entry.yaml` (the catalog entry: what `saerl-zoo publish --entry`
+and a user catalog read) and `README.md` (the model card from
+`cards/templates/sae.md`). The hook is recorded as the Hugging Face module the
+SAE was trained on, with its site and the preprocessing it was trained with,
+so every reader (`featurize`, `verify`, `transfer`) places the same tensor.
+
+The training itself is :func:`saerl_zoo.sae_training.train_sae` (sae-lens's
+runner, offline); this module decides what to train on, refuses a budget too
+small to mean anything before anything heavy is loaded, measures the result
+and says what the budget bought.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from saerl_zoo.errors import UserError
+
+ARCHS = ("topk", "batchtopk")
+EXPANSION = 8  # default d_sae = 8 x d_model: the usual small width of residual-stream SAEs (sae-lens's GPT-2 SAEs: 32x)
+DEFAULT_K = 32
+DEFAULT_BATCH_TOKENS = 4096  # sae-lens's default train_batch_size_tokens
+STORE_BATCH_PROMPTS, BUFFER_BATCHES = 32, 20  # sae-lens's defaults: the activation buffer holds 20 x 32 rows
+DEAD_FEATURE_WINDOW = 50  # steps without firing after which sae-lens counts a latent dead (train_sae's default)
+MIN_WINDOWS = 2  # a run must last at least this many dead-feature windows (see check_budget)
+MIN_TOKENS_PER_LATENT = 100  # ... and see at least this many tokens per latent
+TYPICAL_TOKENS_PER_LATENT = 1000  # the budget note prices this many tokens per latent (see budget_note)
+DEAD_WARN = 0.20  # warn above this dead fraction on held-out tokens
+EV_WARN = 0.70  # warn below this explained variance on held-out tokens
+SAE_FILES = ("cfg.json", "sae_weights.safetensors")
+ENTRY_NAME = "zoo_entry.yaml"
+METRICS_NAME = "sae_metrics.json"
+
+
+class BudgetError(UserError):
+    """A token budget too small for the SAE to mean anything."""
+
+
+@dataclasses.dataclass
+class TrainedSae:
+    """What `train_sae_folder` made: the folder, its held-out metrics and the one-line notes to show."""
+
+    folder: Path
+    metrics: dict[str, Any]
+    warnings: list[str]
+    budget: str
+
+
+def check_budget(training_tokens: int, d_sae: int, batch_tokens: int, dead_feature_window: int = DEAD_FEATURE_WINDOW) -> None:
+    """Refuse a budget too small to be meaningful (`BudgetError`, one line), before any model is loaded.
+
+    Two rules, both needed:
+
+    * at least ``MIN_WINDOWS`` dead-feature windows of steps. A TopK SAE
+      revives latents that have not fired for ``dead_feature_window`` steps
+      (sae-lens's AuxK loss); before the first window ends no latent can be
+      counted dead, so a shorter run never revives one, and a run of two
+      windows spends at least half its steps with revival on;
+    * at least ``MIN_TOKENS_PER_LATENT`` tokens per latent. Each latent is a
+      direction fitted from the tokens it fires on (about tokens x k / d_sae of
+      them); with fewer than 100 tokens per latent a k = 32 SAE has seen each
+      latent's direction a few thousand times at most, far below the 1k-10k+
+      tokens per latent of published runs (see `budget_note`), and most of its
+      dictionary is still the random initialisation.
+    """
+    if training_tokens < 1 or batch_tokens < 1 or d_sae < 1:
+        raise BudgetError("training tokens, batch tokens and d_sae must be positive")
+    steps = training_tokens // batch_tokens
+    need_steps = MIN_WINDOWS * dead_feature_window
+    if steps < need_steps:
+        raise BudgetError(
+            f"--training-tokens {training_tokens:,} is {steps} steps of {batch_tokens:,} tokens, fewer than {need_steps} "
+            f"({MIN_WINDOWS} dead-feature windows of {dead_feature_window} steps): give at least {need_steps * batch_tokens:,} "
+            "tokens, or a smaller --batch-tokens")
+    need_tokens = MIN_TOKENS_PER_LATENT * d_sae
+    if training_tokens < need_tokens:
+        raise BudgetError(
+            f"--training-tokens {training_tokens:,} is {training_tokens / d_sae:.0f} tokens per latent for {d_sae:,} latents, "
+            f"fewer than {MIN_TOKENS_PER_LATENT}: give at least {need_tokens:,} tokens, or a smaller --d-sae")
+
+
+def budget_note(training_tokens: int, d_sae: int, seconds: float) -> str:
+    """What the budget bought, next to published runs, and what a larger one would take at this run's speed.
+
+    Published TopK / sae-lens runs train on thousands of tokens per latent:
+    OpenAI's 16M-latent TopK SAE on GPT-4 saw 40B tokens (~2,400 per latent;
+    Gao et al. 2024), and sae-lens's GPT-2 small residual SAEs (gpt2-small-res-jb)
+    300M tokens for 24,576 latents (~12,000 per latent).
+    """
+    per_latent = training_tokens / d_sae
+    larger = TYPICAL_TOKENS_PER_LATENT * d_sae
+    note = (f"budget: {training_tokens:,} tokens = {per_latent:,.0f} per latent ({d_sae:,} latents) in {seconds:.0f} s; "
+            "published TopK runs use ~2,400 (OpenAI, 16M latents) to ~12,000 (sae-lens GPT-2 small) per latent")
+    if per_latent < TYPICAL_TOKENS_PER_LATENT:
+        rate = training_tokens / max(seconds, 1e-9)
+        note += (f"; {TYPICAL_TOKENS_PER_LATENT:,} per latent needs --training-tokens {larger:,} "
+                 f"(~{_duration(larger / rate)} at this run's {rate:,.0f} tokens/s)")
+    return note
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def quality_warnings(metrics: dict[str, Any]) -> list[str]:
+    """One line per held-out metric past its threshold.
+
+    * dead fraction above ``DEAD_WARN`` (20%): a fifth of the dictionary never
+      fires, so clusters and probes read a smaller code than its width says;
+      TopK SAEs trained with the AuxK loss keep dead latents to a few percent.
+      (Few held-out tokens also count rare latents as dead: the message says
+      how many tokens it was measured on.)
+    * explained variance below ``EV_WARN`` (0.7): the code misses more than 30%
+      of the activations' variance, so prompts that differ in what it misses
+      look alike; residual-stream TopK SAEs reach 0.8-0.9 at k = 32.
+    """
+    out = []
+    if metrics["dead_fraction"] > DEAD_WARN:
+        out.append(f"{metrics['dead_fraction']:.0%} of the {metrics['d_sae']:,} latents never fired on the {metrics['n_tokens']:,} "
+                   f"held-out tokens (above {DEAD_WARN:.0%}): train on more tokens, or give a smaller --d-sae")
+    if metrics["explained_variance"] < EV_WARN:
+        out.append(f"explained variance on the held-out tokens is {metrics['explained_variance']:.3f} (below {EV_WARN}): "
+                   "train on more tokens, or give a larger --k or --d-sae")
+    return out
+
+
+def read_texts(path: str | Path, field: str = "text") -> list[str]:
+    """Texts of a jsonl/parquet file (`field` of each row) or of a .txt file (one text per non-empty line)."""
+    from saerl_zoo.data import load_rows
+
+    path = Path(path)
+    if path.suffix == ".txt":
+        if not path.is_file():
+            raise FileNotFoundError(f"corpus file not found: {path}")
+        texts = [line for line in path.read_text().splitlines() if line.strip()]
+        if not texts:
+            raise UserError(f"{path} holds no text")
+        return texts
+    return [row[field] for row in load_rows(path, field)]
+
+
+def split_texts(texts: Sequence[str], heldout_fraction: float, seed: int, what: str) -> tuple[list[str], list[str]]:
+    """(train, held-out): a seeded permutation's first round(fraction x n) texts are held out."""
+    if not 0 < heldout_fraction < 1:
+        raise UserError(f"--heldout-fraction must be between 0 and 1, got {heldout_fraction}")
+    n_held = round(heldout_fraction * len(texts))
+    if n_held < 1 or n_held >= len(texts):
+        raise UserError(f"{len(texts)} {what} cannot be split {heldout_fraction:g} held out: "
+                        "each side needs at least one; give more texts or another --heldout-fraction")
+    order = np.random.default_rng(seed).permutation(len(texts))
+    return [texts[i] for i in order[n_held:]], [texts[i] for i in order[:n_held]]
+
+
+def _site(point: Any) -> str:
+    """The zoo's site of a point train-sae can train on: a module's output (sae-lens hooks outputs only)."""
+    from saerl_zoo.hooks import HookError
+    from saerl_zoo.zoo.formats import sparsify_hook
+
+    if point.read == "output" and not point.spec.center:
+        if point.block is not None:
+            return "resid_out"
+        if point.spec.site in ("mlp_out", "attn_out"):
+            return point.spec.site
+        site = sparsify_hook(point.module_name)[2]
+        if site != "resid_out":
+            return site
+    raise HookError(f"hook {point.spec.hook}: reads {point.module_name} ({point.read}); train-sae trains on the output of a "
+                    "decoder block, its MLP or its attention (e.g. model.layers.L or blocks.L.hook_resid_post)")
+
+
+def _hook_point(model: Any, hook: str | None) -> Any:
+    """The point to train on: `hook` through the one hook resolver, or the output of the middle decoder block."""
+    from saerl_zoo.hooks import bind, decoder_layers, parse_hook
+
+    if hook is None:
+        blocks = decoder_layers(model)
+        name = next(n for n, m in model.named_modules() if m is blocks[len(blocks) // 2])
+        hook = name
+    return bind(parse_hook(hook), model)
+
+
+def _model_config(model: str, gguf_file: str | None, trust_remote_code: bool) -> Any:
+    """The text config (width, depth) without loading weights: enough to size and check the budget."""
+    from transformers import AutoConfig
+
+    from saerl_zoo.models import ModelLoadError
+
+    try:
+        config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code,
+                                            **({"gguf_file": gguf_file} if gguf_file else {}))
+    except (OSError, ValueError, KeyError) as err:
+        raise ModelLoadError(f"model {model}: its config does not load: {err}") from err
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _entry_name(out: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", out.resolve().name).strip("-.") or "sae"
+    return name if name[0].isalnum() else f"sae-{name}"
+
+
+def train_sae_folder(
+    model: str,
+    prompts: Sequence[str],
+    out: str | Path,
+    *,
+    training_tokens: int,
+    corpus: Sequence[str] = (),
+    hook: str | None = None,
+    arch: str = "topk",
+    k: int = DEFAULT_K,
+    d_sae: int | None = None,
+    context: int = 256,
+    heldout_fraction: float = 0.1,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    lr: float = 2e-4,
+    seed: int = 0,
+    device: str = "cpu",
+    model_id: str | None = None,
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+    overwrite: bool = False,
+    command: str | None = None,
+    echo: Callable[[str], Any] = print,
+) -> TrainedSae:
+    """Train an `arch` SAE on `prompts` (+ `corpus`) at `hook` of `model` and write the zoo-ready folder `out`.
+
+    Prompts and corpus texts are each split train / held-out by a seeded
+    permutation (`heldout_fraction`); training reads one text per row of
+    `context` tokens, special tokens and padding excluded (as `featurize`
+    reads prompts). `hook` is any name the hook resolver reads (a module path
+    such as `model.layers.6`, or `blocks.6.hook_resid_post`); by default the
+    output of the middle decoder block. `d_sae` defaults to 8 x d_model.
+    `model_id` is recorded as the host model (default: `model`); give the Hub
+    id when `model` is a local copy. The output is refused if it exists
+    (unless `overwrite`), the budget before the model is loaded
+    (`check_budget`); the folder appears whole or not at all.
+    """
+    from saerl_zoo.storage import check_output
+
+    out = Path(out)
+    check_output(out, overwrite=overwrite)
+    if arch not in ARCHS:
+        raise UserError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    if context < 2:
+        raise UserError(f"--context must be at least 2 tokens, got {context}")
+    config = _model_config(model, gguf_file, trust_remote_code)
+    d_in = int(config.hidden_size)
+    d_sae = d_sae or EXPANSION * d_in
+    if not 0 < k < d_sae:
+        raise UserError(f"--k must be between 1 and d_sae - 1 ({d_sae - 1}), got {k}")
+    check_budget(training_tokens, d_sae, batch_tokens)
+    train, heldout = split_texts(list(prompts), heldout_fraction, seed, "prompts")
+    if corpus:
+        more_train, more_heldout = split_texts(list(corpus), heldout_fraction, seed, "corpus texts")
+        train, heldout = train + more_train, heldout + more_heldout
+
+    from saerl_zoo.models import load_model, special_token_ids
+    from saerl_zoo.sae_training import sae_sequences, site_activations, train_sae
+    from saerl_zoo.storage import atomic_folder
+
+    lm, tokenizer = load_model(model, device=device, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    point = _hook_point(lm, hook)
+    site = _site(point)
+    excluded = sorted(special_token_ids(tokenizer) | {tokenizer.pad_token_id})
+    rows = sae_sequences(tokenizer, train, context)
+    real = sum(1 for row in rows for t in row if t not in excluded)
+    echo(f"train-sae: {arch} k={k}, d_sae={d_sae:,} on {point.module_name} ({site}) of {model_id or model}; "
+         f"{training_tokens:,} tokens from {len(train):,} texts ({real:,} tokens, {training_tokens / max(real, 1):.1f} passes), "
+         f"{len(heldout):,} held out")
+    started = time.time()
+    sae = train_sae(
+        model, rows, hook_name=point.module_name, model=lm, tokenizer=tokenizer, d_in=d_in, d_sae=d_sae, k=k,
+        training_tokens=training_tokens, exclude_token_ids=excluded, batch_tokens=batch_tokens, lr=lr, arch=arch,
+        dead_feature_window=DEAD_FEATURE_WINDOW, store_batch_size_prompts=STORE_BATCH_PROMPTS,
+        n_batches_in_buffer=BUFFER_BATCHES, dataset_label=f"saerl-zoo train-sae: {len(train)} texts",
+        device=device, seed=seed,
+    )
+    seconds = time.time() - started
+    meta = sae.cfg.metadata
+    meta.model_name = model_id or model
+    meta.hook_site = site
+    meta.hook_layer = point.spec.layer
+    meta.zoo_preprocessing = {"context_length": context, "special_tokens": "drop", "outlier_norm_ratio": None}
+    with atomic_folder(out) as tmp:
+        sae.save_inference_model(str(tmp))
+        saved = _load_and_check(tmp, lm, point, device)
+        acts = site_activations(lm, point, sae_sequences(tokenizer, heldout, context), tokenizer.pad_token_id, tuple(excluded), batch_size=32)
+        metrics = _metrics(saved, acts, training_tokens, seconds, len(heldout))
+        warnings = quality_warnings(metrics)
+        budget = budget_note(training_tokens, d_sae, seconds)
+        entry = _entry(out, tmp, model_id or model, point, site, saved, metrics, warnings, train=len(train), context=context,
+                       training_tokens=training_tokens, batch_tokens=batch_tokens, lr=lr, seed=seed, command=command, corpus=bool(corpus))
+        _write_card(tmp, entry, metrics)
+    return TrainedSae(out, metrics, warnings, budget)
+
+
+def _load_and_check(folder: Path, model: Any, point: Any, device: str) -> Any:
+    """The saved SAE as every reader loads it; its recorded hook must resolve to the point it was trained on."""
+    from saerl_zoo.hooks import resolve
+    from saerl_zoo.zoo.api import load_sae
+
+    saved = load_sae(folder, device=device)
+    placed = resolve(model, saved)
+    if (placed.module_name, placed.read) != (point.module_name, point.read):  # a bug: the recorded hook reads another tensor
+        raise RuntimeError(f"the saved SAE's hook resolves to {placed.describe()}, not the trained {point.describe()}")
+    return saved
+
+
+def _metrics(sae: Any, acts: Any, training_tokens: int, seconds: float, heldout_texts: int) -> dict[str, Any]:
+    from saerl_zoo.zoo.api import sae_metrics
+
+    if len(acts) == 0:
+        raise UserError("the held-out texts hold no tokens besides special tokens: give more prompts or a larger --heldout-fraction")
+    m = sae_metrics(sae, acts)
+    return {**{key: round(v, 6) if isinstance(v, float) else v for key, v in m.items()},
+            "heldout_texts": heldout_texts, "training_tokens": training_tokens,
+            "tokens_per_latent": round(training_tokens / m["d_sae"], 1), "train_seconds": round(seconds, 1)}
+
+
+def _entry(out: Path, folder: Path, model_id: str, point: Any, site: str, sae: Any, metrics: dict[str, Any],
+           warnings: list[str], **training: Any) -> dict[str, Any]:
+    """The catalog entry of the folder (a `local` source named for it, for a catalog file next to it)."""
+    from saerl_zoo.zoo.hub import hash_folder, sha256_file
+    from saerl_zoo.zoo.registry import validate_entry
+
+    cfg = sae.cfg
+    k = {"k": int(cfg.k)} if hasattr(cfg, "k") else {}  # a BatchTopK SAE is saved for inference as JumpReLU (no k)
+    tokenizer_json = Path(model_id).expanduser() / "tokenizer.json"
+    name = _entry_name(out)
+    where = "prompts and corpus texts" if training.pop("corpus") else "prompts"
+    entry = {
+        "name": name,
+        "kind": "sae",
+        "description": (f"{cfg.architecture()} SAE ({f'k={cfg.k}, ' if k else ''}{cfg.d_sae} latents) on {point.module_name} ({site}) of {model_id}, "
+                        f"trained with saerl-zoo train-sae on {training['train']} {where}."),
+        "model": {"id": model_id},
+        "hook": {"module": point.module_name, "site": site, "layer": point.spec.layer if point.spec.layer is not None else 0},
+        "sae": {"architecture": cfg.architecture(), "d_in": int(cfg.d_in), "d_sae": int(cfg.d_sae), **k},
+        "source": {"type": "local", "format": "sae-lens", "path": name},
+        "files": hash_folder(folder, SAE_FILES),
+        "license": "apache-2.0",
+        "metrics": {**{key: metrics[key] for key in ("l0", "explained_variance", "dead_fraction", "mse", "n_tokens")},
+                    "eval_set": f"{metrics['n_tokens']} held-out tokens of {metrics['heldout_texts']} held-out {where}"},
+        "preprocessing": {"context_length": training["context"], "special_tokens": "drop", "normalization_scale": 1.0,
+                          **({"tokenizer_sha256": sha256_file(tokenizer_json)} if tokenizer_json.is_file() else {})},
+        "training": {"data": f"{training['train']} {where} (one per row)", "tokens": training["training_tokens"],
+                     "steps": training["training_tokens"] // training["batch_tokens"], "batch_tokens": training["batch_tokens"],
+                     "lr": training["lr"], "seed": training["seed"], "seconds": metrics["train_seconds"],
+                     "trainer": f"sae-lens {cfg.metadata.get('sae_lens_training_version', '')} LanguageModelSAETrainingRunner",
+                     **({"command": training["command"]} if training["command"] else {})},
+        "limitations": [f"{metrics['tokens_per_latent']:g} training tokens per latent.", *warnings],
+        "tags": ["train-sae"],
+    }
+    validate_entry(entry, str(out / ENTRY_NAME))
+    return entry
+
+
+def _write_card(folder: Path, entry: dict[str, Any], metrics: dict[str, Any]) -> None:
+    import yaml
+
+    from saerl_zoo.storage import write_json
+    from saerl_zoo.zoo.publishing import render_card, validate_card
+    from saerl_zoo.zoo.registry import validate_entry
+
+    write_json(folder / METRICS_NAME, metrics)
+    (folder / ENTRY_NAME).write_text(yaml.safe_dump(entry, sort_keys=False, width=100))
+    card = validate_card(render_card(validate_entry(entry, str(folder / ENTRY_NAME))))
+    card.save(str(folder / "README.md"))
+
