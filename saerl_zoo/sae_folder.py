@@ -231,7 +231,6 @@ def train_sae_folder(
     gguf_file: str | None = None,
     trust_remote_code: bool = False,
     overwrite: bool = False,
-    command: str | None = None,
     echo: Callable[[str], Any] = print,
 ) -> TrainedSae:
     """Train an `arch` SAE on `prompts` (+ `corpus`) at `hook` of `model` and write the zoo-ready folder `out`.
@@ -303,7 +302,7 @@ def train_sae_folder(
         warnings = quality_warnings(metrics)
         budget = budget_note(training_tokens, d_sae, seconds)
         entry = _entry(out, tmp, model_id or model, point, site, saved, metrics, warnings, train=len(train), context=context,
-                       training_tokens=training_tokens, batch_tokens=batch_tokens, lr=lr, seed=seed, command=command, corpus=bool(corpus))
+                       training_tokens=training_tokens, batch_tokens=batch_tokens, lr=lr, seed=seed, corpus=bool(corpus))
         _write_card(tmp, entry, metrics)
     return TrainedSae(out, metrics, warnings, budget)
 
@@ -360,8 +359,7 @@ def _entry(out: Path, folder: Path, model_id: str, point: Any, site: str, sae: A
         "training": {"data": f"{training['train']} {where} (one per row)", "tokens": training["training_tokens"],
                      "steps": training["training_tokens"] // training["batch_tokens"], "batch_tokens": training["batch_tokens"],
                      "lr": training["lr"], "seed": training["seed"], "seconds": metrics["train_seconds"],
-                     "trainer": f"sae-lens {cfg.metadata.get('sae_lens_training_version', '')} LanguageModelSAETrainingRunner",
-                     **({"command": training["command"]} if training["command"] else {})},
+                     "trainer": f"sae-lens {cfg.metadata.get('sae_lens_training_version', '')} LanguageModelSAETrainingRunner"},
         "limitations": [f"{metrics['tokens_per_latent']:g} training tokens per latent.", *warnings],
         "tags": ["train-sae"],
     }
