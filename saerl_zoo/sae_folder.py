@@ -225,6 +225,8 @@ def train_sae_folder(
     heldout_fraction: float = 0.1,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     lr: float = 2e-4,
+    store_batch_prompts: int = STORE_BATCH_PROMPTS,
+    buffer_batches: int = BUFFER_BATCHES,
     seed: int = 0,
     device: str = "cpu",
     model_id: str | None = None,
@@ -242,7 +244,9 @@ def train_sae_folder(
     such as `model.layers.6`, or `blocks.6.hook_resid_post`); by default the
     output of the middle decoder block. `d_sae` defaults to 8 x d_model.
     `model_id` is recorded as the host model (default: `model`); give the Hub
-    id when `model` is a local copy. The output is refused if it exists
+    id when `model` is a local copy. sae-lens's activation buffer holds
+    `buffer_batches` x `store_batch_prompts` rows (more rows shuffle better
+    and take more memory). The output is refused if it exists
     (unless `overwrite`), the budget before the model is loaded
     (`check_budget`); the folder appears whole or not at all.
     """
@@ -284,8 +288,8 @@ def train_sae_folder(
     sae = train_sae(
         model, rows, hook_name=point.module_name, model=lm, tokenizer=tokenizer, d_in=d_in, d_sae=d_sae, k=k,
         training_tokens=training_tokens, exclude_token_ids=excluded, batch_tokens=batch_tokens, lr=lr, arch=arch,
-        dead_feature_window=DEAD_FEATURE_WINDOW, store_batch_size_prompts=STORE_BATCH_PROMPTS,
-        n_batches_in_buffer=BUFFER_BATCHES, dataset_label=f"saerl-zoo train-sae: {len(train)} texts",
+        dead_feature_window=DEAD_FEATURE_WINDOW, store_batch_size_prompts=store_batch_prompts,
+        n_batches_in_buffer=buffer_batches, dataset_label=f"saerl-zoo train-sae: {len(train)} texts",
         device=device, seed=seed,
     )
     seconds = time.time() - started
