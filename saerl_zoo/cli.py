@@ -292,7 +292,7 @@ def curriculum(prompts, out, overwrite, model_path, sae_path, layer, gguf_file, 
 @click.option("--corpus", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="More text to train on: jsonl/parquet (--text-field) or .txt (one text per line).")
 @click.option("--text-field", default="text", show_default=True, help="Field of each --corpus row holding the text.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the SAE, sae_metrics.json, zoo_entry.yaml and README.md.")
-@OVERWRITE
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder whole (without it, a non-empty --out is refused).")
 @click.option("--hook", help="Module to train on (model.layers.6, blocks.6.hook_resid_post, ...). Default: the middle decoder block's output.")
 @click.option("--arch", type=click.Choice(["topk", "batchtopk"]), default="topk", show_default=True)
 @click.option("--k", type=click.IntRange(min=1), default=32, show_default=True, help="Active latents per token.")

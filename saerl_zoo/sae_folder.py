@@ -39,6 +39,7 @@ MIN_TOKENS_PER_LATENT = 100  # ... and see at least this many tokens per latent
 TYPICAL_TOKENS_PER_LATENT = 1000  # the budget note prices this many tokens per latent (see budget_note)
 DEAD_WARN = 0.20  # warn above this dead fraction on held-out tokens
 EV_WARN = 0.70  # warn below this explained variance on held-out tokens
+MAX_METRIC_TOKENS = 65_536  # held-out tokens measured: metrics hold tokens x d_sae codes in memory at once
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")
 ENTRY_NAME = "zoo_entry.yaml"
 METRICS_NAME = "sae_metrics.json"
@@ -163,6 +164,21 @@ def split_texts(texts: Sequence[str], heldout_fraction: float, seed: int, what: 
     return [texts[i] for i in order[n_held:]], [texts[i] for i in order[:n_held]]
 
 
+def metric_rows(rows: list[list[int]], excluded: Sequence[int], max_tokens: int = MAX_METRIC_TOKENS) -> list[list[int]]:
+    """The first held-out rows holding at least `max_tokens` real tokens (all rows when they hold fewer).
+
+    `sae_metrics` encodes every token at once (tokens x d_sae floats: 65k tokens
+    x 16k latents is 4 GB), so a large held-out set is measured on its first
+    rows, in the seeded order of the split; `n_tokens` records how many.
+    """
+    drop, total = set(excluded), 0
+    for i, row in enumerate(rows):
+        total += sum(1 for t in row if t not in drop)
+        if total >= max_tokens:
+            return rows[: i + 1]
+    return rows
+
+
 def _site(point: Any) -> str:
     """The zoo's site of a point train-sae can train on: a module's output (sae-lens hooks outputs only)."""
     from saerl_zoo.hooks import HookError
@@ -244,7 +260,9 @@ def train_sae_folder(
     such as `model.layers.6`, or `blocks.6.hook_resid_post`); by default the
     output of the middle decoder block. `d_sae` defaults to 8 x d_model.
     `model_id` is recorded as the host model (default: `model`); give the Hub
-    id when `model` is a local copy. sae-lens's activation buffer holds
+    id when `model` is a local copy. With `overwrite` an existing `out` is
+    replaced whole: an SAE folder is one artifact, and a file left from another
+    run must not sit next to the new weights. sae-lens's activation buffer holds
     `buffer_batches` x `store_batch_prompts` rows (more rows shuffle better
     and take more memory). The output is refused if it exists
     (unless `overwrite`), the budget before the model is loaded
@@ -301,11 +319,12 @@ def train_sae_folder(
     with atomic_folder(out) as tmp:
         sae.save_inference_model(str(tmp))
         saved = _load_and_check(tmp, lm, point, device)
-        acts = site_activations(lm, point, sae_sequences(tokenizer, heldout, context), tokenizer.pad_token_id, tuple(excluded), batch_size=32)
-        metrics = _metrics(saved, acts, training_tokens, seconds, len(heldout))
+        measured = metric_rows(sae_sequences(tokenizer, heldout, context), excluded)
+        acts = site_activations(lm, point, measured, tokenizer.pad_token_id, tuple(excluded), batch_size=32)
+        metrics = _metrics(saved, acts, training_tokens, seconds, len(measured))
         warnings = quality_warnings(metrics)
         budget = budget_note(training_tokens, d_sae, seconds)
-        entry = _entry(out, tmp, model_id or model, point, site, saved, metrics, warnings, train=len(train), context=context,
+        entry = _entry(out, tmp, model, model_id or model, point, site, saved, metrics, warnings, train=len(train), context=context,
                        training_tokens=training_tokens, batch_tokens=batch_tokens, lr=lr, seed=seed, corpus=bool(corpus))
         _write_card(tmp, entry, metrics)
     return TrainedSae(out, metrics, warnings, budget)
@@ -334,7 +353,7 @@ def _metrics(sae: Any, acts: Any, training_tokens: int, seconds: float, heldout_
             "tokens_per_latent": round(training_tokens / m["d_sae"], 1), "train_seconds": round(seconds, 1)}
 
 
-def _entry(out: Path, folder: Path, model_id: str, point: Any, site: str, sae: Any, metrics: dict[str, Any],
+def _entry(out: Path, folder: Path, model: str, model_id: str, point: Any, site: str, sae: Any, metrics: dict[str, Any],
            warnings: list[str], **training: Any) -> dict[str, Any]:
     """The catalog entry of the folder (a `local` source named for it, for a catalog file next to it)."""
     from saerl_zoo.zoo.hub import hash_folder, sha256_file
@@ -342,7 +361,7 @@ def _entry(out: Path, folder: Path, model_id: str, point: Any, site: str, sae: A
 
     cfg = sae.cfg
     k = {"k": int(cfg.k)} if hasattr(cfg, "k") else {}  # a BatchTopK SAE is saved for inference as JumpReLU (no k)
-    tokenizer_json = Path(model_id).expanduser() / "tokenizer.json"
+    tokenizer_json = Path(model).expanduser() / "tokenizer.json"
     name = _entry_name(out)
     where = "prompts and corpus texts" if training.pop("corpus") else "prompts"
     entry = {
