@@ -18,6 +18,7 @@ and says what the budget bought.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,8 @@ ARCHS = ("topk", "batchtopk")
 EXPANSION = 8  # default d_sae = 8 x d_model: the usual small width of residual-stream SAEs (sae-lens's GPT-2 SAEs: 32x)
 DEFAULT_K = 32
 DEFAULT_BATCH_TOKENS = 4096  # sae-lens's default train_batch_size_tokens
-STORE_BATCH_PROMPTS, BUFFER_BATCHES = 32, 20  # sae-lens's defaults: the activation buffer holds 20 x 32 rows
+STORE_BATCH_PROMPTS, BUFFER_BATCHES = 32, 20  # sae-lens's defaults (its buffer holds BUFFER_BATCHES x row-length tokens)
+BUFFER_TRAIN_BATCHES = 4  # ... raised so that it holds at least this many training batches, for mixing
 DEAD_FEATURE_WINDOW = 50  # steps without firing after which sae-lens counts a latent dead (train_sae's default)
 MIN_WINDOWS = 2  # a run must last at least this many dead-feature windows (see check_budget)
 MIN_TOKENS_PER_LATENT = 100  # ... and see at least this many tokens per latent
@@ -179,6 +181,18 @@ def metric_rows(rows: list[list[int]], excluded: Sequence[int], max_tokens: int 
     return rows
 
 
+def trim_padding(rows: list[list[int]], pad_id: int) -> list[list[int]]:
+    """Rows cut after their last column that is not all padding.
+
+    One text per row, right-padded to `--context`: when every text is shorter,
+    the tail columns are pads only, which sae-lens would run through the model
+    and then drop. Cutting them trains on exactly the same tokens at the same
+    positions (attention is causal), for less compute.
+    """
+    width = max((max((i + 1 for i, t in enumerate(row) if t != pad_id), default=0) for row in rows), default=0)
+    return [row[: max(width, 1)] for row in rows]
+
+
 def _site(point: Any) -> str:
     """The zoo's site of a point train-sae can train on: a module's output (sae-lens hooks outputs only)."""
     from saerl_zoo.hooks import HookError
@@ -264,9 +278,8 @@ def train_sae_folder(
     replaced whole: an SAE folder is one artifact, and a file left from another
     run must not sit next to the new weights. sae-lens's activation buffer holds
     `buffer_batches` x `store_batch_prompts` rows (more rows shuffle better
-    and take more memory). The output is refused if it exists
-    (unless `overwrite`), the budget before the model is loaded
-    (`check_budget`); the folder appears whole or not at all.
+    and take more memory). A refused budget (`check_budget`) or output is
+    refused before the model loads; the folder appears whole or not at all.
     """
     from saerl_zoo.storage import check_output
 
@@ -289,7 +302,7 @@ def train_sae_folder(
 
     from saerl_zoo.models import load_model, special_token_ids
     from saerl_zoo.sae_training import sae_sequences, site_activations, train_sae
-    from saerl_zoo.storage import atomic_folder
+    from saerl_zoo.storage import atomic_folder, write_json
 
     lm, tokenizer = load_model(model, device=device, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
@@ -297,7 +310,7 @@ def train_sae_folder(
     point = _hook_point(lm, hook)
     site = _site(point)
     excluded = sorted(special_token_ids(tokenizer) | {tokenizer.pad_token_id})
-    rows = sae_sequences(tokenizer, train, context)
+    rows = trim_padding(sae_sequences(tokenizer, train, context), tokenizer.pad_token_id)
     real = sum(1 for row in rows for t in row if t not in excluded)
     echo(f"train-sae: {arch} k={k}, d_sae={d_sae:,} on {point.module_name} ({site}) of {model_id or model}; "
          f"{training_tokens:,} tokens from {len(train):,} texts ({real:,} tokens, {training_tokens / max(real, 1):.1f} passes), "
@@ -307,12 +320,13 @@ def train_sae_folder(
         model, rows, hook_name=point.module_name, model=lm, tokenizer=tokenizer, d_in=d_in, d_sae=d_sae, k=k,
         training_tokens=training_tokens, exclude_token_ids=excluded, batch_tokens=batch_tokens, lr=lr, arch=arch,
         dead_feature_window=DEAD_FEATURE_WINDOW, store_batch_size_prompts=store_batch_prompts,
-        n_batches_in_buffer=buffer_batches, dataset_label=f"saerl-zoo train-sae: {len(train)} texts",
+        n_batches_in_buffer=max(buffer_batches, math.ceil(BUFFER_TRAIN_BATCHES * batch_tokens / len(rows[0]))), dataset_label=f"saerl-zoo train-sae: {len(train)} texts",
         device=device, seed=seed,
     )
     seconds = time.time() - started
     meta = sae.cfg.metadata
     meta.model_name = model_id or model
+    meta.context_size = context  # rows were cut to the longest text (see trim_padding): positions up to `context` were allowed
     meta.hook_site = site
     meta.hook_layer = point.spec.layer
     meta.zoo_preprocessing = {"context_length": context, "special_tokens": "drop", "outlier_norm_ratio": None}
@@ -326,7 +340,8 @@ def train_sae_folder(
         budget = budget_note(training_tokens, d_sae, seconds)
         entry = _entry(out, tmp, model, model_id or model, point, site, saved, metrics, warnings, train=len(train), context=context,
                        training_tokens=training_tokens, batch_tokens=batch_tokens, lr=lr, seed=seed, corpus=bool(corpus))
-        _write_card(tmp, entry, metrics)
+        write_json(tmp / METRICS_NAME, metrics)
+        _write_entry_and_card(tmp, entry)
     return TrainedSae(out, metrics, warnings, budget)
 
 
@@ -355,9 +370,9 @@ def _metrics(sae: Any, acts: Any, training_tokens: int, seconds: float, heldout_
 
 def _entry(out: Path, folder: Path, model: str, model_id: str, point: Any, site: str, sae: Any, metrics: dict[str, Any],
            warnings: list[str], **training: Any) -> dict[str, Any]:
-    """The catalog entry of the folder (a `local` source named for it, for a catalog file next to it)."""
+    """The catalog entry of the folder (a `local` source named for it, for a catalog file next to it);
+    `_write_entry_and_card` validates it."""
     from saerl_zoo.zoo.hub import hash_folder, sha256_file
-    from saerl_zoo.zoo.registry import validate_entry
 
     cfg = sae.cfg
     k = {"k": int(cfg.k)} if hasattr(cfg, "k") else {}  # a BatchTopK SAE is saved for inference as JumpReLU (no k)
@@ -370,7 +385,7 @@ def _entry(out: Path, folder: Path, model: str, model_id: str, point: Any, site:
         "description": (f"{cfg.architecture()} SAE ({f'k={cfg.k}, ' if k else ''}{cfg.d_sae} latents) on {point.module_name} ({site}) of {model_id}, "
                         f"trained with saerl-zoo train-sae on {training['train']} {where}."),
         "model": {"id": model_id},
-        "hook": {"module": point.module_name, "site": site, "layer": point.spec.layer if point.spec.layer is not None else 0},
+        "hook": {"module": point.module_name, "site": site, "layer": point.spec.layer},  # _site admits block / MLP / attention outputs only
         "sae": {"architecture": cfg.architecture(), "d_in": int(cfg.d_in), "d_sae": int(cfg.d_sae), **k},
         "source": {"type": "local", "format": "sae-lens", "path": name},
         "files": hash_folder(folder, SAE_FILES),
@@ -386,18 +401,16 @@ def _entry(out: Path, folder: Path, model: str, model_id: str, point: Any, site:
         "limitations": [f"{metrics['tokens_per_latent']:g} training tokens per latent.", *warnings],
         "tags": ["train-sae"],
     }
-    validate_entry(entry, str(out / ENTRY_NAME))
     return entry
 
 
-def _write_card(folder: Path, entry: dict[str, Any], metrics: dict[str, Any]) -> None:
+def _write_entry_and_card(folder: Path, entry: dict[str, Any]) -> None:
+    """`zoo_entry.yaml` (what `publish --entry` reads) and the model card publishing renders from the same entry."""
     import yaml
 
-    from saerl_zoo.storage import write_json
     from saerl_zoo.zoo.publishing import render_card, validate_card
     from saerl_zoo.zoo.registry import validate_entry
 
-    write_json(folder / METRICS_NAME, metrics)
     (folder / ENTRY_NAME).write_text(yaml.safe_dump(entry, sort_keys=False, width=100))
     card = validate_card(render_card(validate_entry(entry, str(folder / ENTRY_NAME))))
     card.save(str(folder / "README.md"))

@@ -12,7 +12,7 @@ from conftest import make_char_tokenizer, make_tiny_llama
 
 from saerl_zoo.cli import main
 from saerl_zoo.sae_folder import (DEAD_WARN, EV_WARN, MIN_TOKENS_PER_LATENT, BudgetError, budget_note, check_budget,
-                                  metric_rows, quality_warnings, split_texts)
+                                  metric_rows, quality_warnings, split_texts, trim_padding)
 
 # 100 steps of 64 tokens (two dead-feature windows) = 100 tokens per latent for 64 latents: the smallest budget accepted
 SMALL = ["--d-sae", 64, "--k", 8, "--batch-tokens", 64, "--training-tokens", 6400, "--context", 32, "--lr", 2e-3]
@@ -178,3 +178,8 @@ def test_metrics_read_the_first_held_out_rows_up_to_the_token_cap():
     rows = [[1, 5, 6, 0], [1, 7, 0, 0], [1, 8, 9, 10]]  # BOS 1 and pad 0 excluded: 2, 1, 3 real tokens
     assert metric_rows(rows, [0, 1], max_tokens=3) == rows[:2]
     assert metric_rows(rows, [0, 1], max_tokens=100) == rows
+
+
+def test_padding_columns_are_trimmed_not_tokens():
+    assert trim_padding([[1, 5, 0, 0, 0], [1, 6, 7, 0, 0]], 0) == [[1, 5, 0], [1, 6, 7]]
+    assert trim_padding([[1, 5, 6]], 0) == [[1, 5, 6]]
