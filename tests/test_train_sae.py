@@ -81,17 +81,19 @@ def test_default_hook_is_the_middle_block_and_featurize_reads_it(ws):
     assert X.shape == (2, 64) and X.nnz > 0
 
 
-def test_explicit_hook_is_honoured(ws, tmp_path):
+def test_explicit_hook_and_batchtopk_are_honoured(ws, tmp_path):
     from saerl_zoo.featurizer import featurize
     from saerl_zoo.models import load_model
     from saerl_zoo.zoo.api import load_sae
 
     root, _ = ws
     ok("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / "sae",
-       "--hook", "blocks.2.hook_resid_post", *SMALL)
+       "--hook", "blocks.2.hook_resid_post", "--arch", "batchtopk", *SMALL)
     sae = load_sae(tmp_path / "sae")
     assert sae.cfg.metadata.hook_name == "model.layers.2"  # the TransformerLens name, recorded as the module it reads
-    assert yaml.safe_load((tmp_path / "sae" / "zoo_entry.yaml").read_text())["hook"] == {"module": "model.layers.2", "site": "resid_out", "layer": 2}
+    entry = yaml.safe_load((tmp_path / "sae" / "zoo_entry.yaml").read_text())
+    assert entry["hook"] == {"module": "model.layers.2", "site": "resid_out", "layer": 2}
+    assert entry["sae"]["architecture"] == sae.cfg.architecture() == "jumprelu"  # sae-lens saves BatchTopK for inference so
     model, tokenizer = load_model(root / "model")
     assert featurize(["What is 1 + 2?"], model, tokenizer, sae, progress=False).nnz > 0
 
