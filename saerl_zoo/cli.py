@@ -349,6 +349,49 @@ def label(ctx, kind, prompts, out, overwrite, fraction, count, seed, prompt_fiel
     _warn(s["note"])
 
 
+@main.command("train-sae")
+@click.option("--model", "model_path", required=True, help="HF causal LM (folder or Hub id) whose activations the SAE reads.")
+@click.option("--prompts", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="jsonl/parquet prompt set to train on.")
+@click.option("--prompt-field", default="prompt", show_default=True, help="Field of each row holding the prompt text.")
+@click.option("--corpus", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="More text to train on: jsonl/parquet (--text-field) or .txt (one text per line).")
+@click.option("--text-field", default="text", show_default=True, help="Field of each --corpus row holding the text.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder for the SAE, sae_metrics.json, zoo_entry.yaml and README.md.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder whole (without it, a non-empty --out is refused).")
+@click.option("--hook", help="Module to train on (model.layers.6, blocks.6.hook_resid_post, ...). Default: the middle decoder block's output.")
+@click.option("--arch", type=click.Choice(["topk", "batchtopk"]), default="topk", show_default=True)
+@click.option("--k", type=click.IntRange(min=1), default=32, show_default=True, help="Active latents per token.")
+@click.option("--d-sae", type=click.IntRange(min=2), help="Latents. Default: 8 x the model's width.")
+@click.option("--training-tokens", type=click.IntRange(min=1), required=True, help="Token budget (refused below 100 per latent or 100 steps).")
+@click.option("--context", type=click.IntRange(min=2), default=256, show_default=True, help="Tokens per text (one text per row).")
+@click.option("--heldout-fraction", type=float, default=0.1, show_default=True, help="Share of prompts (and corpus texts) held out for the metrics.")
+@click.option("--batch-tokens", type=click.IntRange(min=1), default=4096, show_default=True, help="Tokens per training step.")
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--model-id", help="Hub id recorded as the host model (default: --model); give it when --model is a local copy.")
+@click.option("--gguf-file", help="Load --model from this GGUF file inside the folder.")
+@click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own code (off unless you ask).")
+def train_sae_cmd(model_path, prompts, prompt_field, corpus, text_field, out, overwrite, hook, arch, k, d_sae, training_tokens, context,
+              heldout_fraction, batch_tokens, lr, seed, device, model_id, gguf_file, trust_remote_code):
+    """Train a TopK SAE (sae-lens) on your prompts into a zoo-ready folder, with held-out metrics and a model card."""
+    from saerl_zoo.data import load_rows
+    from saerl_zoo.sae_folder import ENTRY_NAME, read_texts, train_sae_folder
+
+    result = train_sae_folder(
+        model_path, [row[prompt_field] for row in load_rows(prompts, prompt_field)], out, training_tokens=training_tokens,
+        corpus=read_texts(corpus, text_field) if corpus is not None else (), hook=hook, arch=arch, k=k, d_sae=d_sae,
+        context=context, heldout_fraction=heldout_fraction, batch_tokens=batch_tokens, lr=lr, seed=seed, device=device,
+        model_id=model_id, gguf_file=gguf_file, trust_remote_code=trust_remote_code, overwrite=overwrite, echo=click.echo,
+    )
+    m = result.metrics
+    click.echo(f"wrote {out}: L0 {m['l0']:.1f}, explained variance {m['explained_variance']:.3f}, dead fraction "
+               f"{m['dead_fraction']:.3f} on {m['n_tokens']:,} held-out tokens")
+    click.echo(result.budget)
+    for note in result.warnings:
+        _warn(note)
+    click.echo(f"publish: saerl-zoo publish {out} --repo-id ORG/NAME --entry {out / ENTRY_NAME} --dry-run")
+
+
 def _csv(kind):
     def parse(ctx, param, value):
         if value is None:

@@ -132,7 +132,13 @@ def special_token_mask(tokenizer: Any, ids: Sequence[Sequence[int]]) -> list[lis
     a word. The unknown token is not counted: it stands for text the vocabulary
     lacks, not for a marker.
     """
+    special = special_token_ids(tokenizer)
+    return [[int(i in special) for i in seq] for seq in ids]
+
+
+def special_token_ids(tokenizer: Any) -> set[int]:
+    """The ids `special_token_mask` flags: the tokenizer's special tokens and added special tokens, not the unknown token."""
     special = set(tokenizer.all_special_ids)
     special.update(i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(tok, "special", False))
     special.discard(tokenizer.unk_token_id)
-    return [[int(i in special) for i in seq] for seq in ids]
+    return special

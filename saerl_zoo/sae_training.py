@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["block_outputs", "sae_sequences", "train_sae"]
+__all__ = ["block_outputs", "sae_sequences", "site_activations", "train_sae"]
 
 
 def sae_sequences(tokenizer: Any, texts: list[str], context: int) -> list[list[int]]:
@@ -33,7 +33,10 @@ def train_sae(
     model_path: str | os.PathLike[str],
     rows: list[list[int]],
     *,
-    layer: int,
+    layer: int | None = None,
+    hook_name: str | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
     d_in: int,
     d_sae: int,
     k: int,
@@ -51,9 +54,12 @@ def train_sae(
     seed: int = 0,
 ) -> Any:
     """Train a TopK (or BatchTopK) SAE on the output of decoder block ``layer``
-    with sae-lens's ``LanguageModelSAETrainingRunner``, on the model saved at
-    ``model_path`` (safetensors) and the pretokenized ``rows`` (all of length
-    ``len(rows[0])``). Returns the trained sae-lens SAE."""
+    (or of the module ``hook_name``, a Hugging Face module path) with sae-lens's
+    ``LanguageModelSAETrainingRunner``, on the model saved at ``model_path``
+    (safetensors) and the pretokenized ``rows`` (all of length ``len(rows[0])``).
+    An already loaded ``model`` + ``tokenizer`` (e.g. from a GGUF file) is
+    wrapped as sae-lens wraps its own; ``model_path`` is then only recorded as
+    the SAE's ``model_name``. Returns the trained sae-lens SAE."""
     import datasets
     from sae_lens import (BatchTopKTrainingSAEConfig, LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner,
                           LoggingConfig, TopKTrainingSAEConfig)
@@ -61,7 +67,9 @@ def train_sae(
 
     if arch not in ("topk", "batchtopk"):
         raise ValueError(f"arch must be 'topk' or 'batchtopk', got {arch!r}")
-    hook_name = f"model.layers.{layer}"  # HF module name = output of decoder block L
+    if (layer is None) == (hook_name is None):
+        raise ValueError("give exactly one of layer and hook_name")
+    hook_name = hook_name or f"model.layers.{layer}"  # HF module name = output of decoder block L
     sae_config = {"topk": TopKTrainingSAEConfig, "batchtopk": BatchTopKTrainingSAEConfig}[arch](
         d_in=d_in, d_sae=d_sae, k=k, aux_loss_coefficient=aux_loss_coefficient,
         rescale_acts_by_decoder_norm=True, dtype="float32", device=device,
@@ -80,27 +88,47 @@ def train_sae(
         device=device, seed=seed, logger=LoggingConfig(log_to_wandb=False),
         checkpoint_path=None, output_path=None, verbose=False,
     )
-    lm = load_model("AutoModelForCausalLM", str(model_path), device=device, hook_names=[hook_name])
+    if model is None:
+        lm = load_model("AutoModelForCausalLM", str(model_path), device=device, hook_names=[hook_name])
+    else:
+        from sae_lens.load_model import HookedProxyLM
+
+        lm = HookedProxyLM(model, tokenizer, hook_names=[hook_name])
     dataset = datasets.Dataset.from_dict({"input_ids": rows})
     torch.manual_seed(seed)
     return LanguageModelSAETrainingRunner(cfg, override_model=lm, override_dataset=dataset).run()
 
 
-@torch.no_grad()
 def block_outputs(model: Any, layer: int, rows: list[list[int]], pad_id: int, exclude_ids: tuple[int, ...] = (),
                   batch_size: int = 256) -> torch.Tensor:
     """Output of block ``layer`` (read the way the featurizer reads it) for
-    every real token of ``rows``: pads and ``exclude_ids`` (e.g. BOS) dropped.
-    Computed on the model's device (a GPU model is not copied back to the CPU)."""
-    from saerl_zoo.featurizer import residual_stream
+    every real token of ``rows``: pads and ``exclude_ids`` (e.g. BOS) dropped."""
+    from saerl_zoo.hooks import HookSpec, bind
+
+    point = bind(HookSpec(f"block {layer}", "resid_post", layer), model)
+    return site_activations(model, point, rows, pad_id, exclude_ids, batch_size)
+
+
+@torch.no_grad()
+def site_activations(model: Any, point: Any, rows: list[list[int]], pad_id: int, exclude_ids: tuple[int, ...] = (),
+                     batch_size: int = 256, outlier_norm_ratio: float | None = None) -> torch.Tensor:
+    """The tensor at ``point`` (a :class:`saerl_zoo.hooks.HookPoint`, read as
+    the featurizer reads it) for every real token of ``rows``: pads and
+    ``exclude_ids`` (e.g. BOS) dropped, and with ``outlier_norm_ratio`` the
+    attention sinks the featurizer drops too. Computed on the model's device
+    (a GPU model is not copied back to the CPU)."""
+    from saerl_zoo.featurizer import outlier_token_mask
+    from saerl_zoo.hooks import capture
 
     device = next(model.parameters()).device
     acts = []
     for start in range(0, len(rows), batch_size):
         x = torch.tensor(rows[start : start + batch_size], device=device)
-        hidden = residual_stream(model, layer, x, (x != pad_id).long())
+        hidden = capture(model, point, x, (x != pad_id).long())
         keep = x != pad_id
         for token in exclude_ids:
             keep &= x != token
+        if outlier_norm_ratio is not None:
+            keep &= outlier_token_mask(hidden, keep, outlier_norm_ratio).to(keep.device)
         acts.append(hidden[keep])
     return torch.cat(acts)

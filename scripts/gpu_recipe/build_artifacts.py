@@ -11,8 +11,8 @@ so a killed run continues where it stopped):
            saerl_zoo.pass_rates (`saerl-zoo label --kind pass-rate`)
            -> artifacts/labels/pass_rates.jsonl (rollouts in resumable shards)
   sae      --sae / sae.pretrained (any saerl_zoo.load_sae spec), or a TopK SAE trained with
-           sae-lens on the pool's sae_text at the recipe's layer -> artifacts/sae/ (+ sae_metrics.json
-           on held-out pool prompts)
+           sae-lens on the pool's sae_text at the recipe's layer (what `saerl-zoo train-sae` does)
+           -> artifacts/sae/ (+ sae_metrics.json on held-out pool prompts, zoo_entry.yaml, README.md)
   probes   featurize the pool (cached shards), difficulty probe (ElasticNet on 1 - pass rate),
            quality probe (if quality.labels), k-means clusters, the curriculum
            -> artifacts/{difficulty_probe,quality_probe,clusters,curriculum}/
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -120,63 +119,28 @@ def sae_source(recipe: dict[str, Any], out: Path, cli_sae: str | None) -> str:
 
 
 def stage_sae(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]], cli_sae: str | None) -> str:
-    """Train the recipe's SAE on the pool's sae_text unless one is given; report held-out metrics."""
+    """Train the recipe's SAE on the pool's sae_text unless one is given (`saerl-zoo train-sae`'s library function:
+    held-out metrics, card and catalog entry come with it)."""
     source = sae_source(recipe, out, cli_sae)
     final = lib.artifacts(out) / "sae"
     if source != str(final) or final.exists():
         return source
-    from transformers import AutoConfig, AutoTokenizer
-
-    from saerl_zoo.sae_training import sae_sequences, train_sae
-    from saerl_zoo.storage import write_json
-
-    spec, path = recipe["sae"], lib.model_dir(recipe, out)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    texts = [row["sae_text"] for row in pool]
-    order = np.random.default_rng(recipe["seed"]).permutation(len(texts))
-    heldout = [texts[i] for i in order[: spec["heldout_prompts"]]]
-    train = [texts[i] for i in order[spec["heldout_prompts"] :]]
-    excluded = sorted(set(tokenizer.all_special_ids))  # pads, and the sink token of the SAE text (see recipe.yaml)
-    log(f"sae: TopK k={spec['k']}, d_sae={spec['d_sae']} on model.layers.{spec['layer']}, {spec['training_tokens']:,} tokens "
-        f"from {len(train)} prompts")
-    started = time.time()
-    sae = train_sae(
-        path, sae_sequences(tokenizer, train, spec["context"]), layer=spec["layer"],
-        d_in=AutoConfig.from_pretrained(path).get_text_config().hidden_size, d_sae=spec["d_sae"], k=spec["k"],
-        training_tokens=spec["training_tokens"], exclude_token_ids=excluded, batch_tokens=spec["batch_tokens"],
-        lr=spec["lr"], arch=spec["arch"], store_batch_size_prompts=spec["store_batch_size_prompts"],
-        n_batches_in_buffer=spec["n_batches_in_buffer"], dataset_label=f"{recipe['data'].get('hub') or 'local pool'} sae_text",
-        device=spec["device"], seed=recipe["seed"],
-    )
-    from saerl_zoo.preprocessing import record_preprocessing
-
-    # the sink policy goes into cfg.json, so featurize here, the CLI and any later run read the same one
-    record_preprocessing(sae, outlier_norm_ratio=spec.get("outlier_norm_ratio"))
-    with lib.atomic_folder(final) as tmp:
-        sae.save_inference_model(str(tmp))
-        metrics = heldout_metrics(recipe, out, tmp, tokenizer, heldout, excluded)
-        metrics["train_seconds"] = round(time.time() - started, 1)
-        write_json(tmp / "sae_metrics.json", metrics)
-    log(f"sae: held-out {metrics} -> {final}")
-    return source
-
-
-def heldout_metrics(recipe: dict[str, Any], out: Path, sae_dir: Path, tokenizer: Any, texts: list[str],
-                    excluded: list[int]) -> dict[str, Any]:
-    """L0, explained variance and dead fraction of the saved SAE on held-out pool prompts (pads and special tokens
-    left out, as in training)."""
-    from saerl_zoo.models import load_model
-    from saerl_zoo.sae_training import block_outputs, sae_sequences
-    from saerl_zoo.zoo.api import load_sae, sae_metrics
+    from saerl_zoo.sae_folder import train_sae_folder
 
     spec = recipe["sae"]
-    model, _ = load_model(lib.model_dir(recipe, out), device=spec["device"])
-    rows = sae_sequences(tokenizer, texts, spec["context"])
-    acts = block_outputs(model, spec["layer"], rows, tokenizer.pad_token_id, tuple(excluded), batch_size=32)
-    metrics = sae_metrics(load_sae(sae_dir, device=spec["device"]), acts)
-    return {**metrics, "heldout_prompts": len(texts), "hook_name": f"model.layers.{spec['layer']}"}
+    texts = [row["sae_text"] for row in pool]
+    result = train_sae_folder(
+        str(lib.model_dir(recipe, out)), texts, final, training_tokens=spec["training_tokens"], hook=f"model.layers.{spec['layer']}",
+        arch=spec["arch"], k=spec["k"], d_sae=spec["d_sae"], context=spec["context"],
+        heldout_fraction=spec["heldout_prompts"] / len(texts), batch_tokens=spec["batch_tokens"], lr=spec["lr"],
+        store_batch_prompts=spec["store_batch_size_prompts"], buffer_batches=spec["n_batches_in_buffer"],
+        seed=recipe["seed"], device=spec["device"], model_id=recipe["model"]["id"],
+        outlier_norm_ratio=spec.get("outlier_norm_ratio"), echo=log,
+    )
+    log(f"sae: held-out {result.metrics} -> {final}")
+    for note in (result.budget, *result.warnings):
+        log(f"sae: {note}")
+    return source
 
 
 # ---------------------------------------------------------------- probes, clusters, curriculum

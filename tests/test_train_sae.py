@@ -1,0 +1,187 @@
+"""`saerl-zoo train-sae`: a tiny saved Llama, a few hundred prompts, budgets just above the minimum."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import make_char_tokenizer, make_tiny_llama
+
+from saerl_zoo.cli import main
+from saerl_zoo.sae_folder import (DEAD_WARN, EV_WARN, MIN_TOKENS_PER_LATENT, BudgetError, budget_note, check_budget,
+                                  metric_rows, quality_warnings, split_texts, trim_padding)
+
+# 100 steps of 64 tokens (two dead-feature windows) = 100 tokens per latent for 64 latents: the smallest budget accepted
+SMALL = ["--d-sae", 64, "--k", 8, "--batch-tokens", 64, "--training-tokens", 6400, "--context", 32, "--lr", 2e-3]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def ok(*args):
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A 3-block tiny Llama saved with save_pretrained, 300 prompts, and one SAE trained with every default hook."""
+    root = tmp_path_factory.mktemp("train_sae")
+    tokenizer = make_char_tokenizer()
+    make_tiny_llama(len(tokenizer), layers=3).save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    rng = np.random.default_rng(0)
+    rows = [{"id": f"q{i}", "prompt": f"What is {a} + {b}?"} for i, (a, b) in enumerate(rng.integers(0, 999, (300, 2)))]
+    (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "corpus.txt").write_text("".join(f"The sum of {a} and {b} is {a + b}.\n" for a, b in rng.integers(0, 999, (100, 2))))
+    result = ok("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--corpus", root / "corpus.txt",
+                "--out", root / "sae", *SMALL)
+    return root, result
+
+
+def test_folder_holds_sae_metrics_entry_and_card(ws):
+    root, result = ws
+    folder = root / "sae"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "cfg.json", "sae_metrics.json", "sae_weights.safetensors", "zoo_entry.yaml"]
+    m = json.loads((folder / "sae_metrics.json").read_text())
+    for key in ("explained_variance", "dead_fraction"):
+        assert 0 <= m[key] <= 1, (key, m[key])
+    assert m["l0"] == pytest.approx(8.0)  # TopK: exactly k latents per token
+    assert m["d_sae"] == 64 and m["training_tokens"] == 6400 and m["tokens_per_latent"] == 100
+    assert m["heldout_texts"] == 30 + 10  # 10% of the prompts and 10% of the corpus lines
+    assert m["train_seconds"] > 0 and m["n_tokens"] > 300
+    entry = yaml.safe_load((folder / "zoo_entry.yaml").read_text())
+    assert entry["metrics"]["explained_variance"] == m["explained_variance"]
+    assert entry["preprocessing"] == {"context_length": 32, "special_tokens": "drop", "normalization_scale": 1.0,
+                                      "tokenizer_sha256": entry["preprocessing"]["tokenizer_sha256"]}
+    card = (folder / "README.md").read_text()
+    assert "model.layers.1" in card and "explained variance" in card
+    assert "100 per latent" in result.output and "--training-tokens 64,000" in result.output
+
+
+def test_default_hook_is_the_middle_block_and_featurize_reads_it(ws):
+    from saerl_zoo.featurizer import featurize
+    from saerl_zoo.hooks import resolve
+    from saerl_zoo.models import load_model
+    from saerl_zoo.zoo.api import load_sae
+
+    root, _ = ws
+    sae = load_sae(root / "sae")
+    meta = sae.cfg.metadata
+    assert (meta.hook_name, meta.hook_site, meta.context_size) == ("model.layers.1", "resid_out", 32)  # block 1 of 0..2
+    assert meta.zoo_preprocessing == {"context_length": 32, "special_tokens": "drop", "outlier_norm_ratio": None}
+    model, tokenizer = load_model(root / "model")
+    assert resolve(model, sae).module_name == "model.layers.1"
+    X = featurize(["What is 1 + 2?", "What is 30 + 4?"], model, tokenizer, sae, progress=False)
+    assert X.shape == (2, 64) and X.nnz > 0
+
+
+def test_explicit_hook_and_batchtopk_are_honoured(ws, tmp_path):
+    from saerl_zoo.featurizer import featurize
+    from saerl_zoo.models import load_model
+    from saerl_zoo.zoo.api import load_sae
+
+    root, _ = ws
+    ok("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / "sae",
+       "--hook", "blocks.2.hook_resid_post", "--arch", "batchtopk", *SMALL)
+    sae = load_sae(tmp_path / "sae")
+    assert sae.cfg.metadata.hook_name == "model.layers.2"  # the TransformerLens name, recorded as the module it reads
+    entry = yaml.safe_load((tmp_path / "sae" / "zoo_entry.yaml").read_text())
+    assert entry["hook"] == {"module": "model.layers.2", "site": "resid_out", "layer": 2}
+    assert entry["sae"]["architecture"] == sae.cfg.architecture() == "jumprelu"  # sae-lens saves BatchTopK for inference so
+    model, tokenizer = load_model(root / "model")
+    assert featurize(["What is 1 + 2?"], model, tokenizer, sae, progress=False).nnz > 0
+
+
+def test_a_hook_train_sae_cannot_train_on_is_refused(ws, tmp_path):
+    root, _ = ws
+    result = run("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / "sae",
+                 "--hook", "blocks.1.hook_resid_mid", *SMALL)
+    assert result.exit_code == 1 and "blocks.1.hook_resid_mid" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "sae").exists()
+
+
+@pytest.mark.parametrize("budget, message", [
+    (["--batch-tokens", 256, "--d-sae", 64, "--training-tokens", 12_800], "50 steps of 256 tokens, fewer than 100 (2 dead-feature windows of 50 steps)"),
+    (["--batch-tokens", 64, "--d-sae", 256, "--training-tokens", 12_800], "50 tokens per latent for 256 latents"),
+])
+def test_too_small_budget_is_refused_and_nothing_written(ws, tmp_path, budget, message):
+    root, _ = ws
+    result = run("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / "sae", *budget)
+    assert result.exit_code == 1, result.output
+    assert message in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.output
+    assert not (tmp_path / "sae").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_existing_out_needs_overwrite_which_replaces_the_folder(ws, tmp_path):
+    root, _ = ws
+    out = tmp_path / "sae"
+    out.mkdir()
+    (out / "old.txt").write_text("keep me")
+    args = ["train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", out, *SMALL]
+    result = run(*args)
+    assert result.exit_code == 1 and "--overwrite" in result.stderr.splitlines()[-1]
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    ok(*args, "--overwrite")
+    assert not (out / "old.txt").exists() and (out / "sae_weights.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["sae"]  # no temporary folder left behind
+
+
+def test_publish_dry_run_accepts_the_folder(ws, tmp_path):
+    root, _ = ws
+    result = ok("publish", root / "sae", "--repo-id", "me/tiny-sae", "--entry", root / "sae" / "zoo_entry.yaml", "--dry-run",
+                "--out", tmp_path / "repo")
+    entry = yaml.safe_load(result.output.split("catalog entry:\n", 1)[1])["artifacts"][0]
+    metrics = json.loads((root / "sae" / "sae_metrics.json").read_text())
+    assert entry["metrics"]["l0"] == metrics["l0"] and entry["hook"]["module"] == "model.layers.1"
+    assert "reference" in entry["metrics"]  # publish re-measured it on the host model recorded in the folder
+    assert (tmp_path / "repo" / "model.layers.1" / "sae_weights.safetensors").is_file() and (tmp_path / "repo" / "README.md").is_file()
+
+
+def test_warnings_fire_when_most_latents_are_dead_and_ev_is_poor(ws, tmp_path):
+    root, _ = ws
+    # k = 1 on 64 latents, metrics on 6 held-out prompts (~100 tokens): most latents never fire, one latent explains little
+    args = [a if a != 8 else 1 for a in SMALL]
+    result = ok("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / "sae",
+                "--heldout-fraction", 0.02, *args)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2, result.stderr
+    assert "latents never fired" in warnings[0] and "explained variance" in warnings[1]
+    entry = yaml.safe_load((tmp_path / "sae" / "zoo_entry.yaml").read_text())
+    assert [w.removeprefix("warning: ") for w in warnings] == entry["limitations"][1:]  # the card says so too
+
+
+def test_thresholds_and_notes():
+    good = {"dead_fraction": DEAD_WARN, "explained_variance": EV_WARN, "d_sae": 64, "n_tokens": 500}
+    assert quality_warnings(good) == []
+    assert len(quality_warnings({**good, "dead_fraction": DEAD_WARN + 0.01, "explained_variance": EV_WARN - 0.01})) == 2
+    assert "needs --training-tokens" not in budget_note(64_000, 64, 10.0)  # 1,000 per latent: no advice
+    assert "1,000 per latent needs --training-tokens 64,000 (~2 min at this run's 640 tokens/s)" in budget_note(6_400, 64, 10.0)
+    check_budget(MIN_TOKENS_PER_LATENT * 64, 64, 64)
+    with pytest.raises(BudgetError):
+        check_budget(MIN_TOKENS_PER_LATENT * 64 - 1, 64, 1)
+
+
+def test_split_is_seeded_and_disjoint():
+    texts = [f"t{i}" for i in range(50)]
+    train, held = split_texts(texts, 0.1, 3, "prompts")
+    assert (train, held) == split_texts(texts, 0.1, 3, "prompts") and len(held) == 5 and not set(train) & set(held)
+    assert split_texts(texts, 0.1, 4, "prompts")[1] != held
+    with pytest.raises(ValueError, match="cannot be split"):
+        split_texts(texts[:4], 0.1, 0, "prompts")
+
+
+def test_metrics_read_the_first_held_out_rows_up_to_the_token_cap():
+    rows = [[1, 5, 6, 0], [1, 7, 0, 0], [1, 8, 9, 10]]  # BOS 1 and pad 0 excluded: 2, 1, 3 real tokens
+    assert metric_rows(rows, [0, 1], max_tokens=3) == rows[:2]
+    assert metric_rows(rows, [0, 1], max_tokens=100) == rows
+
+
+def test_padding_columns_are_trimmed_not_tokens():
+    assert trim_padding([[1, 5, 0, 0, 0], [1, 6, 7, 0, 0]], 0) == [[1, 5, 0], [1, 6, 7]]
+    assert trim_padding([[1, 5, 6]], 0) == [[1, 5, 6]]
