@@ -219,9 +219,10 @@ def prepare(config: PrepareConfig, *, echo: Callable[[str], Any] = print) -> dic
             loaded.update(model=model, tokenizer=tokenizer, sae=load_sae(sae_name, device=config.device))
         return loaded["model"], loaded["tokenizer"], loaded["sae"]
 
+    finished = {stage for stage in STAGES if manifest.check(stage, config, outputs[stage])}  # refuse before any work
     sae_name = None
     for stage in STAGES:
-        if manifest.check(stage, config, outputs[stage]):
+        if stage in finished:
             echo(f"{stage}: done before, skipped ({outputs[stage]})")
             if stage == "sae":
                 sae_name, _ = _stage_sae(config, out, echo)

@@ -64,7 +64,7 @@ def done(ws, tmp_path_factory):
 def test_every_stage_writes_its_output(done):
     out, result = done
     manifest = json.loads((out / "prepare.json").read_text())
-    assert list(manifest["stages"]) == list(STAGES)
+    assert sorted(manifest["stages"]) == sorted(STAGES)
     assert (out / "sae" / "cfg.json").exists() and (out / "sae" / "sae_metrics.json").exists()
     rates = [json.loads(line) for line in (out / "labels" / "pass_rates.jsonl").read_text().splitlines()]
     assert len(rates) == 24 and all(0 <= r["pass_rate"] <= 1 for r in rates)
