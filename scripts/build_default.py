@@ -494,10 +494,14 @@ def stage_sae(out: Path, model, tokenizer, train_texts: list[str], items: list[d
     sae = SAE.load_from_disk(str(out / "sae"), device="cpu")
 
     # held-out text from the same mix: solved clean problems + a fresh pool (with its broken prompts)
-    eval_items, _ = build_eval_set(args.n_eval, seed=args.seed + 1)
-    fresh_pool, _ = build_pool(args.n_eval, seed=args.seed + 1, bad_fraction=args.bad_fraction)
-    heldout = sae_sequences(tokenizer, [f"{i['prompt']} {i['answer']}" for i in eval_items]
-                            + [i["prompt"] for i in fresh_pool], args.sae_context)
+    if args.tasks == "worked":  # worked solutions from the half of the LM's texts the SAE did not train on
+        texts = train_texts[len(train_texts) // 2 :][: args.n_eval]
+        fresh_pool, _ = build_worked_pool(args.n_eval, seed=args.seed + 1, bad_fraction=args.bad_fraction)
+    else:
+        eval_items, _ = build_eval_set(args.n_eval, seed=args.seed + 1)
+        texts = [f"{i['prompt']} {i['answer']}" for i in eval_items]
+        fresh_pool, _ = build_pool(args.n_eval, seed=args.seed + 1, bad_fraction=args.bad_fraction)
+    heldout = sae_sequences(tokenizer, texts + [i["prompt"] for i in fresh_pool], args.sae_context)
     acts = block_outputs(model, args.sae_layer, heldout, tokenizer.pad_token_id, (tokenizer.bos_token_id,))
     metrics = {k: round(v, 6 if k == "mse" else 4) if isinstance(v, float) else v for k, v in sae_metrics(sae, acts).items()}
     metrics["heldout"] = "unseen clean problems with answers + prompts of a fresh pool (seed + 1), BOS/pad excluded"
