@@ -523,6 +523,20 @@ def prepare(model_path, prompts, out, model_id, gguf_file, device, trust_remote_
     click.echo(f"curriculum: {out / 'curriculum' / 'ordered.jsonl'}; stages and timings: {out / 'prepare.json'}")
 
 
+@main.command()
+@click.argument("name", type=click.Choice(["smollm2-135m-instruct", "gemma3-270m"]))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write. Default: $SAERL_ZOO_CACHE/packaged_models/NAME (reused once written).")
+def materialize(name, out):
+    """Convert a pip-installed GGUF model (the real-models extra) to a plain safetensors folder and print its path.
+
+    Every --model option takes the folder, e.g. saerl-zoo prepare --model "$(saerl-zoo materialize smollm2-135m-instruct)".
+    """
+    from saerl_zoo.packaged_models import materialize as convert
+
+    click.echo(str(convert(name, out)))
+
+
 def _register_zoo_commands() -> None:
     from saerl_zoo.transfer.cli import COMMANDS as TRANSFER_COMMANDS
     from saerl_zoo.zoo.cli import COMMANDS

@@ -40,6 +40,7 @@ The experiment, in the order :func:`run_reproduction` runs it:
 from __future__ import annotations
 
 import dataclasses
+import json
 import datetime
 import math
 import os
@@ -518,16 +519,48 @@ def run_arm(config: ReproConfig, arm_name: str, seed: int, artifacts: dict[str, 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(config.threads)
     arm = ARMS[arm_name]
-    model, tokenizer = load_model(config.policy or data_folder(config) / "model", device=config.device)
     grpo = GRPOConfig(
         prompts_per_step=config.prompts_per_step, group_size=config.group_size, max_new_tokens=config.max_new_tokens,
         lr=config.lr, temperature=config.temperature, num_steps=config.num_steps, eval_every=config.eval_every,
         eval_batch=128, seed=seed, checkpoint_every=max(1, config.num_steps // 4), out_dir=str(_run_dir(config, arm_name, seed)),
         log=False, **dict(arm.grpo),
     )
+    run_dir = _run_dir(config, arm_name, seed)
+    finished = _finished_run(run_dir, grpo)
+    if finished is not None:
+        return finished
+    model, tokenizer = load_model(config.policy or data_folder(config) / "model", device=config.device)
     sampler = arm_sampler(arm, seed, len(pool["items"]), artifacts, pool["truth"], config)
     history = train(model, tokenizer, pool["items"], sampler, task_reward, grpo, eval_rows=eval_rows)
+    write_json(run_dir / DONE_NAME, {"config": _comparable(grpo)})
     return history["train"] + history["eval"]
+
+
+DONE_NAME = "done.json"  # written after a run's last step: its log alone then stands for the run
+
+
+def _comparable(grpo: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(grpo), default=str))
+
+
+def _finished_run(run_dir: Path, grpo: Any) -> list[dict[str, Any]] | None:
+    """The log records of a run that finished with this very config, read without its checkpoints.
+
+    Why: a finished run's checkpoints (weights and optimiser state, ~10 MB)
+    are only needed to continue it; the report needs only its log, so a job
+    folder can keep (or be given back) just ``log.jsonl`` + ``done.json`` per
+    run and still resume the experiment. A run done with another config is
+    refused rather than mixed in.
+    """
+    from saerl_zoo.errors import UserError
+    from saerl_zoo.grpo import LOG_NAME
+    from saerl_zoo.storage import read_json
+
+    if not (run_dir / DONE_NAME).exists():
+        return None
+    if read_json(run_dir / DONE_NAME)["config"] != _comparable(grpo):
+        raise UserError(f"{run_dir} finished with another GRPO config ({run_dir / DONE_NAME}): use another --out")
+    return [json.loads(line) for line in (run_dir / LOG_NAME).read_text().splitlines() if line.strip()]
 
 
 def _run_arm_job(args: tuple) -> tuple[str, int, list[dict[str, Any]]]:
