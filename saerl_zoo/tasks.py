@@ -663,7 +663,8 @@ def evaluate_against_truth(pred_difficulty: np.ndarray, pred_quality: np.ndarray
     return {
         "difficulty_spearman_vs_level_clean": _finite(spearmanr(pred_difficulty[clean], [truth[n]["level"] for n in clean]).statistic),
         "mean_predicted_difficulty_by_level": {
-            str(lvl): _finite(np.mean([pred_difficulty[n] for n in clean if truth[n]["level"] == lvl])) for lvl in LEVELS},
+            str(lvl): _finite(np.mean([pred_difficulty[n] for n in clean if truth[n]["level"] == lvl]))
+            for lvl in sorted({truth[n]["level"] for n in clean})},  # the pool's own levels (3 or 7)
         "quality_auroc_vs_truth": _finite(roc_auc_score([t["quality"] for t in truth], pred_quality)),
         "quality_auroc_clean_vs_each_defect": by_defect,
     }
