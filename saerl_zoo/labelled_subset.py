@@ -18,6 +18,23 @@ from saerl_zoo.errors import UserError
 DEFAULT_FRACTION = 0.10  # the paper labels at most 10% of the pool
 
 
+def subset_size(n: int, *, fraction: float | None, count: int | None, source: str, allow_zero: bool = False) -> int:
+    """``count``, else ``fraction`` of ``n`` rounded down (default 10%: at most the share asked for).
+
+    ``allow_zero`` admits ``count=0`` (quality labels from people alone).
+    """
+    if fraction is not None and count is not None:
+        raise UserError("give --fraction or --count, not both")
+    if count is not None:
+        if not (0 if allow_zero else 1) <= count <= n:
+            raise UserError(f"--count {count} is not between {0 if allow_zero else 1} and the {n} prompts of {source}")
+        return count
+    fraction = DEFAULT_FRACTION if fraction is None else fraction
+    if not 0 < fraction <= 1:
+        raise UserError(f"--fraction {fraction} is not in (0, 1]")
+    return math.floor(fraction * n + 1e-9)  # the epsilon absorbs 0.1 * 30 = 2.9999...
+
+
 def choose_subset(n: int, *, fraction: float | None, count: int | None, seed: int, minimum: int, source: str,
                   purpose: str) -> list[int]:
     """Sorted indices of the prompts to label, out of ``n``.
@@ -28,17 +45,8 @@ def choose_subset(n: int, *, fraction: float | None, count: int | None, seed: in
     (what ``purpose``, e.g. "a difficulty probe", needs); ``source`` names
     the prompt set in the message.
     """
-    if fraction is not None and count is not None:
-        raise UserError("give --fraction or --count, not both")
-    if count is not None:
-        if not 1 <= count <= n:
-            raise UserError(f"--count {count} is not between 1 and the {n} prompts of {source}")
-        size = count
-    else:
-        fraction = DEFAULT_FRACTION if fraction is None else fraction
-        if not 0 < fraction <= 1:
-            raise UserError(f"--fraction {fraction} is not in (0, 1]")
-        size = math.floor(fraction * n + 1e-9)  # at most the fraction; the epsilon absorbs 0.1 * 30 = 2.9999...
+    size = subset_size(n, fraction=fraction, count=count, source=source)
+    fraction = DEFAULT_FRACTION if fraction is None else fraction
     if size < minimum:
         if n < minimum:
             raise UserError(f"{source} has {n} prompts, fewer than the {minimum} labels {purpose} needs: label a larger prompt set")

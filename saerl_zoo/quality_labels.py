@@ -30,11 +30,11 @@ from typing import Any
 from saerl_zoo.data import Rows, align_labels, index_by_id, load_rows, where
 from saerl_zoo.defects import TEXT_DEFECTS, Template, shared_template
 from saerl_zoo.errors import UserError
+from saerl_zoo.labelled_subset import DEFAULT_FRACTION, subset_size
 from saerl_zoo.probe import labels_needed
 from saerl_zoo.quality import HELDOUT_FRACTION, label_defects
 from saerl_zoo.storage import atomic_path, check_output
 
-DEFAULT_FRACTION = 0.10
 # Draws of one defect on one prompt before it counts as not applying: a draw can
 # repeat a prompt of the set (a cut that leaves another prompt's text).
 TRIES = 10
@@ -89,18 +89,8 @@ def _row(row_id: Any, text: str, label: int, defect: str | None, source_id: Any,
 
 
 def _sample_size(n_rows: int, available: int, fraction: float | None, count: int | None) -> int:
-    """How many prompts to sample: `count`, else `fraction` of the whole set, within the unlabelled ones."""
-    if fraction is not None and count is not None:
-        raise UserError("give --fraction or --count, not both")
-    if count is not None:
-        if count < 0:
-            raise UserError(f"--count is {count}; give how many prompts to label (0 with --human-labels: those alone)")
-        n = count
-    else:
-        fraction = DEFAULT_FRACTION if fraction is None else fraction
-        if not 0 < fraction <= 1:
-            raise UserError(f"--fraction is {fraction}; give a share of the prompt set in (0, 1]")
-        n = round(fraction * n_rows)
+    """How many prompts to sample (`labelled_subset.subset_size` of the whole set), within the unlabelled ones."""
+    n = subset_size(n_rows, fraction=fraction, count=count, source="the prompt set", allow_zero=True)
     if n > available:
         raise UserError(f"cannot sample {n} prompts: the set has {available} without a human label")
     return n

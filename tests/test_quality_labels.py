@@ -110,7 +110,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
         _label(small, out)
     with pytest.raises(UserError, match="give --fraction or --count, not both"):
         _label(small, out, fraction=0.5, count=10)
-    with pytest.raises(UserError, match="cannot sample 31 prompts: the set has 30"):
+    with pytest.raises(UserError, match="--count 31 is not between 0 and the 30 prompts"):
         _label(small, out, count=31)
     with pytest.raises(UserError, match="ending in .jsonl"):
         _label(small, tmp_path / "q.json", count=10)
