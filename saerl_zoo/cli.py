@@ -495,13 +495,13 @@ def reproduce(out, quick, **overrides):
 @click.option("--backend", type=click.Choice(["auto", "transformers", "vllm"]), default="auto", show_default=True)
 @click.option("--quality-count", type=int, help="Prompts sampled for synthetic quality labels (default 10%).")
 @click.option("--human-labels", type=click.Path(exists=True, dir_okay=False), help="jsonl of {id, label} quality labels from people, added to the synthetic ones.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per RL step the curriculum is cut for.")
+@click.option("--train-batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Prompts per RL step the curriculum is cut for.")
 @click.option("--stages", type=click.IntRange(min=1), help="Difficulty stages (see `curriculum --help`).")
 @click.option("--num-steps", type=click.IntRange(min=1), help="Pace by competence over this many RL steps (see `curriculum --help`).")
 @click.option("--max-length", type=int, default=512, show_default=True, help="Tokens of each prompt the SAE reads.")
 def prepare(model_path, prompts, out, model_id, gguf_file, device, trust_remote_code, prompt_field, seed, sae, sae_hook,
             sae_training_tokens, sae_context, sae_d_sae, sae_k, sae_batch_tokens, corpus, fraction, count, k, verifier, temperature, max_new_tokens, chat_template,
-            backend, quality_count, human_labels, batch_size, stages, num_steps, max_length):
+            backend, quality_count, human_labels, train_batch_size, stages, num_steps, max_length):
     """Model + prompts → SAE, labels, probes and curriculum, skipping stages already done.
 
     The same path as the five commands `train-sae` (or `find`), `label --kind
@@ -517,7 +517,7 @@ def prepare(model_path, prompts, out, model_id, gguf_file, device, trust_remote_
         sae_batch_tokens=sae_batch_tokens, corpus=corpus, label_fraction=fraction,
         label_count=count, k=k, verifier=verifier, temperature=temperature, max_new_tokens=max_new_tokens,
         chat_template=chat_template, backend=backend, quality_count=quality_count, human_labels=human_labels,
-        batch_size=batch_size, stages=stages, num_steps=num_steps, max_length=max_length,
+        train_batch_size=train_batch_size, stages=stages, num_steps=num_steps, max_length=max_length,
     )
     run(config, echo=click.echo)
     click.echo(f"curriculum: {out / 'curriculum' / 'ordered.jsonl'}; stages and timings: {out / 'prepare.json'}")

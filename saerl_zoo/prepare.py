@@ -75,7 +75,7 @@ class PrepareConfig:
     quality_count: int | None = None
     human_labels: str | None = None
     # curriculum
-    batch_size: int = 8
+    train_batch_size: int = 8  # prompts per RL step the curriculum is cut for
     stages: int | None = None
     num_steps: int | None = None
     max_length: int = 512
@@ -90,13 +90,31 @@ class PrepareConfig:
             "quality_labels": ("prompts", "prompt_field", "seed", "quality_count", "human_labels"),
             "features": ("max_length",),
             "probes": (),
-            "curriculum": ("batch_size", "stages", "num_steps"),
+            "curriculum": ("train_batch_size", "stages", "num_steps"),
         }
         upstream = {"features": ("sae", "quality_labels"), "probes": ("features", "pass_rates"), "curriculum": ("probes",)}
         settings = {name: getattr(self, name) for name in own[stage]}
+        for name in ("model", "prompts", "human_labels", "corpus"):  # edited in place, a file is other input
+            if name in settings and settings[name] is not None:
+                settings[f"{name}_content"] = _content_digest(Path(settings[name]))
         for before in upstream.get(stage, ()):
             settings[f"<{before}>"] = self.stage_settings(before)
         return settings
+
+
+def _content_digest(path: Path) -> str | None:
+    """sha256 of a file; for a model folder, of its small files and the names and sizes of the rest (hashing
+    gigabytes of weights on every run would cost more than the check saves); None for a Hub id."""
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        size = file.stat().st_size
+        digest.update(file.read_bytes() if size < 1 << 20 else str(size).encode())
+    return digest.hexdigest()
 
 
 def _digest(settings: dict[str, Any]) -> str:
@@ -113,7 +131,12 @@ class _Manifest:
         self.data: dict[str, Any] = read_json(self.path) if self.path.exists() else {"stages": {}}
 
     def check(self, stage: str, config: PrepareConfig, output: Path) -> bool:
-        """True when `stage` already finished with these settings; refuse when it finished with others."""
+        """True when `stage` already finished with these settings; refuse when it finished with others.
+
+        A stage is recorded as running (with its settings) before it starts,
+        and its output appears whole or not at all, so an output whose running
+        entry matches was finished by a run killed before it could say so.
+        """
         done = self.data["stages"].get(stage)
         if not output.exists():
             return False
@@ -124,11 +147,15 @@ class _Manifest:
                             "stages after it to redo them, or use another --out")
         return True
 
-    def record(self, stage: str, config: PrepareConfig, seconds: float, summary: dict[str, Any]) -> None:
+    def record(self, stage: str, config: PrepareConfig, seconds: float | None = None,
+               summary: dict[str, Any] | None = None) -> None:
+        """The stage's settings (before it runs: ``seconds`` None), then its cost and summary (after)."""
         from saerl_zoo.storage import write_json
 
-        self.data["stages"][stage] = {"key": _digest(config.stage_settings(stage)), "settings": config.stage_settings(stage),
-                                      "seconds": round(seconds, 1), "summary": summary}
+        entry = {"key": _digest(config.stage_settings(stage)), "settings": config.stage_settings(stage)}
+        if seconds is not None:
+            entry.update(seconds=round(seconds, 1), summary=summary)
+        self.data["stages"][stage] = entry
         write_json(self.path, self.data)
 
 
@@ -157,8 +184,23 @@ def choose_sae(config: PrepareConfig, echo: Callable[[str], Any] = print) -> str
         echo(f"sae: no published SAE on {model_id} or its base/instruct twin: training one "
              f"(`saerl-zoo find --model {model_id}` lists other sizes to carry over with `saerl-zoo transfer`)")
         return None
-    echo(f"sae: using {close[0].row.name} ({close[0].note}); pass --sae train to train one instead")
-    return close[0].row.name
+    best = _middle_layer_choice([s for s in close if s.tier == close[0].tier])
+    echo(f"sae: using {best.row.name} ({best.note}); pass --sae train to train one instead")
+    return best.row.name
+
+
+def _middle_layer_choice(suggestions: list[Any]) -> Any:
+    """A residual-stream SAE at the middle of the layers on offer (where SaeRL reads), else the first suggestion.
+
+    Why: `find` sorts by release and layer, so its first row is often block 0,
+    whose features say little about a prompt's difficulty.
+    """
+    residual = [s for s in suggestions if s.row.site == "resid_post" and s.row.layer is not None]
+    if not residual:
+        return suggestions[0]
+    layers = sorted({s.row.layer for s in residual})
+    middle = layers[len(layers) // 2]
+    return min(residual, key=lambda s: (abs(s.row.layer - middle), s.row.source != "zoo"))
 
 
 def _stage_sae(config: PrepareConfig, out: Path, echo: Callable[[str], Any]) -> tuple[str, dict[str, Any]]:
@@ -220,6 +262,11 @@ def prepare(config: PrepareConfig, *, echo: Callable[[str], Any] = print) -> dic
         return loaded["model"], loaded["tokenizer"], loaded["sae"]
 
     finished = {stage for stage in STAGES if manifest.check(stage, config, outputs[stage])}  # refuse before any work
+    for i, stage in enumerate(STAGES):  # a stage to (re)do makes every later output stale
+        stale = [later for later in STAGES[i + 1 :] if later in finished]
+        if stage not in finished and stale:
+            raise UserError(f"the {stage} stage has to run, but later stages are done ({', '.join(stale)}) and would keep "
+                            f"outputs made from the old {stage}: remove {', '.join(str(outputs[s]) for s in stale)}")
     sae_name = None
     for stage in STAGES:
         if stage in finished:
@@ -228,6 +275,7 @@ def prepare(config: PrepareConfig, *, echo: Callable[[str], Any] = print) -> dic
                 sae_name, _ = _stage_sae(config, out, echo)
             continue
         echo(f"{stage}: running")
+        manifest.record(stage, config)
         start = time.time()
         if stage == "sae":
             sae_name, summary = _stage_sae(config, out, echo)
@@ -270,7 +318,7 @@ def prepare(config: PrepareConfig, *, echo: Callable[[str], Any] = print) -> dic
             rows = load_rows(config.prompts, config.prompt_field)
             result = build_curriculum([r[config.prompt_field] for r in rows], model, tokenizer, sae, max_length=config.max_length,
                                       cache_dir=cache, difficulty_probe=DifficultyProbe.load(probes / "difficulty"),
-                                      quality_probe=QualityProbe.load(probes / "quality"), batch_size=config.batch_size,
+                                      quality_probe=QualityProbe.load(probes / "quality"), batch_size=config.train_batch_size,
                                       stages=config.stages, num_steps=config.num_steps, seed=config.seed,
                                       provenance={"prompts": str(config.prompts)})
             with atomic_folder(outputs[stage]) as tmp:

@@ -256,7 +256,8 @@ def data_fingerprint(folder: Path) -> str:
 
     digest = hashlib.sha256()
     files = [folder / name for name in (*DATA_FILES[:4], *EVAL_FILES) if (folder / name).is_file()]
-    files += sorted((folder / "model").glob("*.safetensors")) + sorted((folder / "sae").glob("*.safetensors"))
+    # every file of the policy and the SAE: a changed config, tokenizer or recorded hook/preprocessing is other data too
+    files += sorted(p for sub in ("model", "sae") for p in (folder / sub).rglob("*") if p.is_file())
     for path in files:
         digest.update(str(path.relative_to(folder)).encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -1027,18 +1028,39 @@ def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {device}, torch {torch.__version__}"
 
 
-def _claim_job_folder(out: Path, folder: Path) -> None:
-    """Stamp ``out`` with the data it runs on; refuse a job folder whose runs were made on other data."""
+# ReproConfig fields a job folder may change between invocations: which runs exist, and where they run
+JOB_ONLY_FIELDS = ("out_dir", "arms", "seeds", "arm_seeds", "jobs", "threads", "device")
+
+
+def job_settings(config: ReproConfig, eval_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every run of a job folder must share besides the data: the config (less `JOB_ONLY_FIELDS`) and the eval rows."""
+    import hashlib
+
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in JOB_ONLY_FIELDS}
+    settings["eval_ids"] = hashlib.sha256(json.dumps([r["id"] for r in eval_rows]).encode()).hexdigest()
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _claim_job_folder(out: Path, folder: Path, settings: dict[str, Any]) -> None:
+    """Stamp ``out`` with the data and settings it runs on; refuse a job folder whose runs were made otherwise.
+
+    Why: a finished run is read back from its log (see :func:`_finished_run`),
+    so another policy, evaluation set, filter seed or step count given to the
+    same folder would silently mix two experiments into one report.
+    """
     from saerl_zoo.errors import UserError
     from saerl_zoo.storage import read_json
 
-    stamp = {"data": str(folder), "fingerprint": data_fingerprint(folder)}
+    stamp = {"data": str(folder), "fingerprint": data_fingerprint(folder), "settings": settings}
     path = out / "data.json"
     if path.exists():
         saved = read_json(path)
         if saved.get("fingerprint") != stamp["fingerprint"]:
             raise UserError(f"{out} holds runs on other data ({saved.get('data')}) than {folder}: the pool, labels, "
                             "evaluation set, policy or SAE differ; use another --out")
+        differ = sorted(k for k in settings if saved.get("settings", {}).get(k) != settings[k])
+        if differ:
+            raise UserError(f"{out} holds runs made with other settings ({', '.join(differ)}; see {path}): use another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, stamp)
@@ -1057,7 +1079,7 @@ def run_reproduction(config: ReproConfig, *, command: str = "", progress: bool =
     config = dataclasses.replace(config, max_new_tokens=max_new_tokens)
     eval_rows = load_eval_set(folder, config.n_eval, config.eval_seed)
     out = Path(config.out_dir)
-    _claim_job_folder(out, folder)
+    _claim_job_folder(out, folder, job_settings(config, eval_rows))
     torch.set_num_threads(config.threads)
     pool = load_pool(folder)
     # both featurizations always: the artifact table compares them whatever the arms read

@@ -117,7 +117,8 @@ def test_killed_run_resumes_at_the_stage_it_was_in(ws, done, monkeypatch, tmp_pa
     with monkeypatch.context() as m:
         m.setattr("saerl_zoo.probe_files.fit_probe_files", killed)
         assert run(*command(ws, out)).exit_code != 0
-    assert not (out / "probes").exists() and "probes" not in json.loads((out / "prepare.json").read_text())["stages"]
+    pending = json.loads((out / "prepare.json").read_text())["stages"]["probes"]
+    assert not (out / "probes").exists() and "seconds" not in pending  # recorded as running, never finished
     result = run(*command(ws, out))
     assert result.exit_code == 0, result.output
     ran = [line.split(":")[0] for line in result.output.splitlines() if line.endswith(": running")]
@@ -133,6 +134,32 @@ def test_other_settings_for_a_finished_stage_are_refused(done, ws, monkeypatch):
     assert result.exit_code == 1
     assert "pass_rates" in result.output and "other settings" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_stage_to_redo_refuses_stale_later_outputs(done, ws, monkeypatch, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(done[0], out)
+    (out / "labels" / "pass_rates.jsonl").unlink()  # pass rates must be made again; the probes were fitted on the old ones
+    monkeypatch.chdir(ws)
+    result = run(*command(ws, out))
+    assert result.exit_code == 1 and "pass_rates stage has to run" in result.output and "probes" in result.output
+
+
+def test_an_input_edited_in_place_is_other_input(done, ws, monkeypatch, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(done[0], out)
+    monkeypatch.chdir(ws)
+    original = (ws / "prompts.jsonl").read_text()
+    try:  # same path, other content
+        (ws / "prompts.jsonl").write_text(original + json.dumps({"id": "new", "prompt": "What is 1 + 1?", "answer": "2"}) + "\n")
+        result = run(*command(ws, out))
+    finally:
+        (ws / "prompts.jsonl").write_text(original)
+    assert result.exit_code == 1 and "sae" in result.output and "other settings" in result.output
 
 
 def test_a_named_sae_is_used_as_given(tmp_path):

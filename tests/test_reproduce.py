@@ -272,16 +272,23 @@ def test_cli_refuses_a_truncating_completion_length_before_any_work(tmp_path):
     assert not out.exists()
 
 
-def test_a_job_folder_refuses_runs_on_other_data(tmp_path):
-    from saerl_zoo.reproduce import _claim_job_folder
+def test_a_job_folder_refuses_runs_on_other_data_or_settings(tmp_path):
+    from saerl_zoo.reproduce import _claim_job_folder, job_settings
 
     folder = _folder(tmp_path, **_eval_files())
     out = tmp_path / "job"
-    _claim_job_folder(out, folder)
-    _claim_job_folder(out, folder)  # the same data: resumable
-    (folder / "pass_rates.jsonl").write_text('{"id": "p0", "pass_rate": 0.5}\n')
+    rows = [{"id": "e0"}, {"id": "e1"}]
+    settings = job_settings(ReproConfig(), rows)
+    _claim_job_folder(out, folder, settings)
+    _claim_job_folder(out, folder, job_settings(ReproConfig(arms=("vanilla",), jobs=2), rows))  # more/fewer runs: resumable
+    for other, what in ((job_settings(ReproConfig(policy="other/model"), rows), "policy"),
+                        (job_settings(ReproConfig(), rows[:1]), "eval_ids"),
+                        (job_settings(ReproConfig(artifact_seed=1), rows), "artifact_seed")):
+        with pytest.raises(UserError, match=f"other settings \\({what}"):
+            _claim_job_folder(out, folder, other)
+    (folder / "sae" / "cfg.json").write_text("{}")  # not only weights: a changed hook or preprocessing is other data
     with pytest.raises(UserError, match="holds runs on other data"):
-        _claim_job_folder(out, folder)
+        _claim_job_folder(out, folder, settings)
 
 
 # ---------------------------------------------------------------- the --quick path, end to end
