@@ -524,11 +524,12 @@ def prepare(model_path, prompts, out, model_id, gguf_file, device, trust_remote_
 
 
 @main.command()
-@click.argument("name", type=click.Choice(["smollm2-135m-instruct", "gemma3-270m"]))
+@click.argument("name")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write. Default: $SAERL_ZOO_CACHE/packaged_models/NAME (reused once written).")
 def materialize(name, out):
-    """Convert a pip-installed GGUF model (the real-models extra) to a plain safetensors folder and print its path.
+    """Convert a pip-installed GGUF model NAME (the real-models extra; smollm2-135m-instruct or gemma3-270m, see
+    saerl_zoo.packaged_models.PACKAGED_MODELS) to a plain safetensors folder and print its path.
 
     Every --model option takes the folder, e.g. saerl-zoo prepare --model "$(saerl-zoo materialize smollm2-135m-instruct)".
     """

