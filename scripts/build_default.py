@@ -182,6 +182,13 @@ def lr_at(step: int, args) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def _lm_settings(args) -> str:
+    """What a resumed LM run must share with the interrupted one (as text: torch.load reads it weights-only)."""
+    keys = ("seed", "lm_steps", "batch_size", "lr", "hidden", "intermediate", "layers", "heads", "max_len", "vocab_size",
+            "n_train", "level_weights", "tasks")
+    return json.dumps({k: getattr(args, k) for k in keys}, sort_keys=True)
+
+
 def train_lm(model, tokenizer, examples: list[list[int]], args, out: Path) -> None:
     """Plain next-token training on "prompt answer" texts (nanoGPT style).
 
@@ -202,8 +209,8 @@ def train_lm(model, tokenizer, examples: list[list[int]], args, out: Path) -> No
     start, running = 0, None
     if (checkpoint / "state.pt").exists():
         state = torch.load(checkpoint / "state.pt", weights_only=True)
-        if state["lm_steps"] != args.lm_steps:
-            sys.exit(f"{checkpoint} is from a run of --lm-steps {state['lm_steps']}; remove it to start over")
+        if state["settings"] != _lm_settings(args):
+            sys.exit(f"{checkpoint} is from a run with {state['settings']}, not {_lm_settings(args)}; remove it to start over")
         load_model(model, checkpoint / "model.safetensors")
         opt.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         gen.set_state(state["generator"])
@@ -230,7 +237,7 @@ def train_lm(model, tokenizer, examples: list[list[int]], args, out: Path) -> No
             with atomic_folder(checkpoint) as tmp:
                 save_model(model, str(tmp / "model.safetensors"))
                 torch.save(opt.state_dict(), tmp / "optimizer.pt")
-                torch.save({"step": done, "lm_steps": args.lm_steps, "generator": gen.get_state(),
+                torch.save({"step": done, "settings": _lm_settings(args), "generator": gen.get_state(),
                             "running": running}, tmp / "state.pt")
                 tokenizer.save_pretrained(tmp)
     model.eval()

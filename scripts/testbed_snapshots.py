@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     subset = stratified_subset(items, truth, args.per_cell)
     subset_truth = [by_id[i["id"]] for i in subset]
     out_path = args.testbed / "snapshots" / "competence.json"
-    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    settings = {"per_cell": args.per_cell, "k": args.k, "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    saved = json.loads(out_path.read_text()) if out_path.exists() else {"settings": settings, "snapshots": {}}
+    if saved.get("settings") != settings:  # rankings over snapshots measured differently would mislead
+        sys.exit(f"error: {out_path} was measured with {saved.get('settings')}, not {settings}: remove it to start over")
+    results = saved["snapshots"]
     for folder in sorted((args.testbed / "snapshots").glob("step-*")):
         if folder.name in results:
             continue
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                             seed=args.seed)
         results[folder.name] = {"distance": round(grading_distance(tables["greedy_accuracy"]["ALL"]), 4),
                                 "spread_ok": spread_ok(tables, args.k), **tables}
-        write_json(out_path, results)  # after each snapshot, so a stopped run keeps what it measured
+        write_json(out_path, saved)  # after each snapshot, so a stopped run keeps what it measured
         log(f"{folder.name}: distance {results[folder.name]['distance']}")
     print(f"{'snapshot':<12} {'dist':>6} {'spread':>6}  greedy by level | pass@{args.k} by level")
     for name, r in results.items():
