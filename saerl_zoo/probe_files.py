@@ -41,7 +41,7 @@ def fit_probe_files(
     X = load_csr(features)
     rows = load_rows(prompts, prompt_field=None)
     if len(rows) != X.shape[0]:
-        raise UserError(f"{features} has {X.shape[0]} feature rows but {prompts} has {len(rows)} prompts: featurize this prompt set first")
+        raise UserError(f"{X.shape[0]} feature rows but {len(rows)} prompts ({features}, {prompts}): featurize this prompt set first")
     field = label_field or ("pass_rate" if kind == "difficulty" else "label")
     label_rows = load_rows(labels, prompt_field=None)
     index, values = align_labels(rows, label_rows, field)
