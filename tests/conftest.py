@@ -109,11 +109,16 @@ def synthetic_curriculum(n: int, dropped: tuple[int, ...], *, data_seed: int = 0
     )
 
 
+def save_tiny_llama(folder, layers: int = 3) -> None:
+    """A tiny Llama and its char tokenizer saved with save_pretrained into `folder`, as a user's model folder looks."""
+    tokenizer = make_char_tokenizer()
+    make_tiny_llama(len(tokenizer), layers=layers).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 def make_cli_workspace(root):
     """What the CLI tests run on, saved under `root`: a tiny model + SAE, 60 prompts, pass rates and 0/1 labels for 40."""
-    tokenizer = make_char_tokenizer()
-    make_tiny_llama(len(tokenizer)).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
+    save_tiny_llama(root / "model")
     make_tiny_sae(32).save_model(root / "sae")
     rng = np.random.default_rng(0)
     rows = [{"id": f"q{i}", "prompt": f"What is {a} + {b}?"} for i, (a, b) in enumerate(rng.integers(0, 999, (60, 2)))]

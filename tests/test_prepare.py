@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import make_char_tokenizer, make_tiny_llama
+from conftest import save_tiny_llama
 
 from saerl_zoo.cli import main
 from saerl_zoo.prepare import STAGES, PrepareConfig, choose_sae
@@ -29,9 +29,7 @@ def run(*args):
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepare")
-    tokenizer = make_char_tokenizer()
-    make_tiny_llama(len(tokenizer), layers=3).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
+    save_tiny_llama(root / "model")
     rng = np.random.default_rng(0)
     rows = [{"id": f"q{i}", "prompt": f"What is {a} + {b}?", "answer": str(a + b)}
             for i, (a, b) in enumerate(rng.integers(0, 999, (240, 2)))]

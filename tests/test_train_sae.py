@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import make_char_tokenizer, make_tiny_llama
+from conftest import save_tiny_llama
 
 from saerl_zoo.cli import main
 from saerl_zoo.sae_folder import (DEAD_WARN, EV_WARN, MIN_TOKENS_PER_LATENT, BudgetError, budget_note, check_budget,
@@ -32,9 +32,7 @@ def ok(*args):
 def ws(tmp_path_factory):
     """A 3-block tiny Llama saved with save_pretrained, 300 prompts, and one SAE trained with every default hook."""
     root = tmp_path_factory.mktemp("train_sae")
-    tokenizer = make_char_tokenizer()
-    make_tiny_llama(len(tokenizer), layers=3).save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
+    save_tiny_llama(root / "model")
     rng = np.random.default_rng(0)
     rows = [{"id": f"q{i}", "prompt": f"What is {a} + {b}?"} for i, (a, b) in enumerate(rng.integers(0, 999, (300, 2)))]
     (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
