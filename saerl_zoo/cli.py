@@ -84,6 +84,22 @@ def _prompts_path(prompts: Path | None) -> Path:
     return prompts if prompts is not None else default_path("prompts.jsonl")
 
 
+class OutlierRatio(click.ParamType):
+    """train-sae's --outlier-norm-ratio: 'auto', 'none' (None) or a number."""
+
+    name = "auto|none|RATIO"
+
+    def convert(self, value, param, ctx):
+        if value in (None, "auto") or isinstance(value, float):
+            return value
+        if value == "none":
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            self.fail(f"expected auto, none or a number, got {value!r}", param, ctx)
+
+
 DEBUG_ENV = "SAERL_ZOO_DEBUG"
 USER_ERRORS = (ValueError, OSError, ImportError)  # bad input, files/permissions/network, a missing optional package
 BUG_EXIT_CODE = 70  # EX_SOFTWARE: a fault of saerl-zoo, not of the input (user errors exit 1, usage errors 2)
@@ -345,7 +361,8 @@ def label(ctx, kind, prompts, out, overwrite, fraction, count, seed, prompt_fiel
     )
     click.echo(f"labelled {s['labelled']} of {s['prompts']} prompts, {s['k']} rollouts each ({s['verifier']} verifier, {s['backend']}, "
                f"chat template {'on' if s['chat_template'] else 'off'}): mean pass rate {s['mean_pass_rate']:.3f}; "
-               f"{s['rollouts_generated']} rollouts in {s['seconds']:g} s ({s['shards_resumed']} of {s['shards']} shards resumed) → {out}")
+               f"{s['rollouts_generated']} rollouts in {s['seconds']:g} s ({s['shards_resumed']} of {s['shards']} shards resumed), "
+               f"{s['rollouts_cut']} cut at --max-new-tokens → {out}")
     _warn(s["note"])
 
 
@@ -369,10 +386,13 @@ def label(ctx, kind, prompts, out, overwrite, fraction, count, seed, prompt_fiel
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--model-id", help="Hub id recorded as the host model (default: --model); give it when --model is a local copy.")
+@click.option("--outlier-norm-ratio", type=OutlierRatio(), default="auto", show_default=True,
+              help="Attention sinks: tokens above this many times their text's median norm are dropped by every reader "
+                   "(and skipped in training when they sit at the first token). auto: 10 if the model has any; none: keep all.")
 @click.option("--gguf-file", help="Load --model from this GGUF file inside the folder.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own code (off unless you ask).")
 def train_sae_cmd(model_path, prompts, prompt_field, corpus, text_field, out, overwrite, hook, arch, k, d_sae, training_tokens, context,
-              heldout_fraction, batch_tokens, lr, seed, device, model_id, gguf_file, trust_remote_code):
+              heldout_fraction, batch_tokens, lr, seed, device, model_id, outlier_norm_ratio, gguf_file, trust_remote_code):
     """Train a TopK SAE (sae-lens) on your prompts into a zoo-ready folder, with held-out metrics and a model card."""
     from saerl_zoo.data import load_rows
     from saerl_zoo.sae_folder import ENTRY_NAME, read_texts, train_sae_folder
@@ -381,7 +401,8 @@ def train_sae_cmd(model_path, prompts, prompt_field, corpus, text_field, out, ov
         model_path, [row[prompt_field] for row in load_rows(prompts, prompt_field)], out, training_tokens=training_tokens,
         corpus=read_texts(corpus, text_field) if corpus is not None else (), hook=hook, arch=arch, k=k, d_sae=d_sae,
         context=context, heldout_fraction=heldout_fraction, batch_tokens=batch_tokens, lr=lr, seed=seed, device=device,
-        model_id=model_id, gguf_file=gguf_file, trust_remote_code=trust_remote_code, overwrite=overwrite, echo=click.echo,
+        model_id=model_id, outlier_norm_ratio=outlier_norm_ratio, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
+        overwrite=overwrite, echo=click.echo,
     )
     m = result.metrics
     click.echo(f"wrote {out}: L0 {m['l0']:.1f}, explained variance {m['explained_variance']:.3f}, dead fraction "
@@ -484,6 +505,8 @@ def reproduce(out, quick, **overrides):
 @click.option("--sae-d-sae", type=click.IntRange(min=1), help="train-sae's --d-sae (default 8 x d_model).")
 @click.option("--sae-k", type=click.IntRange(min=1), help="train-sae's --k (active latents per token).")
 @click.option("--sae-batch-tokens", type=click.IntRange(min=1), help="train-sae's --batch-tokens.")
+@click.option("--sae-outlier-norm-ratio", type=OutlierRatio(), default="auto", show_default=True,
+              help="train-sae's --outlier-norm-ratio (attention sinks).")
 @click.option("--corpus", type=click.Path(exists=True, dir_okay=False), help="Extra text (jsonl with text, or .txt) to train the SAE on.")
 @click.option("--fraction", type=float, help="Share of the prompts labelled with pass rates (default 0.1).")
 @click.option("--count", type=int, help="Number of prompts labelled with pass rates, instead of a share.")
@@ -500,7 +523,7 @@ def reproduce(out, quick, **overrides):
 @click.option("--num-steps", type=click.IntRange(min=1), help="Pace by competence over this many RL steps (see `curriculum --help`).")
 @click.option("--max-length", type=int, default=512, show_default=True, help="Tokens of each prompt the SAE reads.")
 def prepare(model_path, prompts, out, model_id, gguf_file, device, trust_remote_code, prompt_field, seed, sae, sae_hook,
-            sae_training_tokens, sae_context, sae_d_sae, sae_k, sae_batch_tokens, corpus, fraction, count, k, verifier, temperature, max_new_tokens, chat_template,
+            sae_training_tokens, sae_context, sae_d_sae, sae_k, sae_batch_tokens, sae_outlier_norm_ratio, corpus, fraction, count, k, verifier, temperature, max_new_tokens, chat_template,
             backend, quality_count, human_labels, train_batch_size, stages, num_steps, max_length):
     """Model + prompts → SAE, labels, probes and curriculum, skipping stages already done.
 
@@ -514,7 +537,7 @@ def prepare(model_path, prompts, out, model_id, gguf_file, device, trust_remote_
         model=model_path, prompts=str(prompts), out=str(out), model_id=model_id, gguf_file=gguf_file, device=device,
         trust_remote_code=trust_remote_code, prompt_field=prompt_field, seed=seed, sae=sae, sae_hook=sae_hook,
         sae_training_tokens=sae_training_tokens, sae_context=sae_context, sae_d_sae=sae_d_sae, sae_k=sae_k,
-        sae_batch_tokens=sae_batch_tokens, corpus=corpus, label_fraction=fraction,
+        sae_batch_tokens=sae_batch_tokens, sae_outlier_norm_ratio=sae_outlier_norm_ratio, corpus=corpus, label_fraction=fraction,
         label_count=count, k=k, verifier=verifier, temperature=temperature, max_new_tokens=max_new_tokens,
         chat_template=chat_template, backend=backend, quality_count=quality_count, human_labels=human_labels,
         train_batch_size=train_batch_size, stages=stages, num_steps=num_steps, max_length=max_length,

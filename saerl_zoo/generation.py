@@ -23,11 +23,18 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from saerl_zoo.errors import UserError
 
 BACKENDS = ("auto", "transformers", "vllm")
+
+
+class Completion(NamedTuple):
+    """One sampled completion, and whether it was cut at max_new_tokens before it ended (its score may be wrong)."""
+
+    text: str
+    cut: bool
 
 
 class ContextError(UserError):
@@ -140,11 +147,12 @@ class Generator:
         """``n`` completion texts for each prompt, in prompt order (prompts encoded and checked against the context first)."""
         ids = self.encode(prompts)
         self.check_context(ids, max_new_tokens)
-        return self.generate_ids(ids, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+        completions = self.generate_ids(ids, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+        return [[c.text for c in group] for group in completions]
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], *, n: int, temperature: float, max_new_tokens: int,
-                     seed: int) -> list[list[str]]:
-        """``n`` completion texts for each encoded prompt; the same ``seed`` and batches give the same texts."""
+                     seed: int) -> list[list[Completion]]:
+        """``n`` completions for each encoded prompt; the same ``seed`` and batches give the same texts."""
         if n < 1 or temperature < 0:
             raise UserError(f"need at least 1 completion per prompt and a temperature >= 0, got {n} and {temperature}")
         if self.backend == "vllm":
@@ -152,21 +160,22 @@ class Generator:
 
             params = SamplingParams(n=n, temperature=temperature, top_p=1.0, max_tokens=max_new_tokens, seed=seed)
             requests = self.llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], params, use_tqdm=False)
-            return [[c.text for c in request.outputs] for request in requests]
+            return [[Completion(c.text, c.finish_reason == "length") for c in request.outputs] for request in requests]
         return self._generate_transformers(prompt_ids, n=n, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
 
     def _generate_transformers(self, prompt_ids: Sequence[Sequence[int]], *, n: int, temperature: float, max_new_tokens: int,
-                               seed: int) -> list[list[str]]:
+                               seed: int) -> list[list[Completion]]:
         import torch
 
         from saerl_zoo.grpo import sample_completions
 
         torch.manual_seed(seed)
         per_call = max(1, self.batch_size // n)
-        out: list[list[str]] = []
+        out: list[list[Completion]] = []
         for start in range(0, len(prompt_ids), per_call):
             chunk = prompt_ids[start : start + per_call]
-            texts = sample_completions(self.model, self.tokenizer, chunk, group_size=n, max_new_tokens=max_new_tokens,
-                                       temperature=temperature if temperature > 0 else None).texts
-            out += [texts[i * n : (i + 1) * n] for i in range(len(chunk))]
+            rollout = sample_completions(self.model, self.tokenizer, chunk, group_size=n, max_new_tokens=max_new_tokens,
+                                         temperature=temperature if temperature > 0 else None)
+            done = [Completion(text, not ended) for text, ended in zip(rollout.texts, rollout.ended.tolist())]
+            out += [done[i * n : (i + 1) * n] for i in range(len(chunk))]
         return out

@@ -217,6 +217,7 @@ class Rollout:
     completion_ids: torch.Tensor  # [B, L]
     completion_mask: torch.Tensor  # [B, L], 1 up to and including the first EOS
     texts: list[str]  # decoded completions, special tokens removed
+    ended: torch.Tensor  # [B] bool: stopped at EOS; False: cut at max_new_tokens, its answer possibly still to come
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]
@@ -224,7 +225,7 @@ class Rollout:
     def select(self, rows: torch.Tensor | slice) -> Rollout:
         pick = [self.texts[i] for i in torch.arange(len(self))[rows].tolist()]
         return Rollout(self.prompt_ids[rows], self.prompt_mask[rows], self.completion_ids[rows],
-                       self.completion_mask[rows], pick)
+                       self.completion_mask[rows], pick, self.ended[rows])
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -312,7 +313,7 @@ def sample_completions(
     mask = (~after_eos).long()
     completion = completion.masked_fill(after_eos, pad_id)
     texts = tokenizer.batch_decode(completion.masked_fill(mask == 0, pad_id), skip_special_tokens=True)
-    return Rollout(prompt_ids, prompt_mask, completion, mask, texts)
+    return Rollout(prompt_ids, prompt_mask, completion, mask, texts, is_eos.any(-1))
 
 
 # ----------------------------------------------------------------------------

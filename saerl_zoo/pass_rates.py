@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from saerl_zoo.data import index_by_id, load_rows, where
 from saerl_zoo.errors import UserError
-from saerl_zoo.generation import Generator
+from saerl_zoo.generation import Completion, Generator
 from saerl_zoo.labelled_subset import choose_subset
 from saerl_zoo.probe import labels_needed
 from saerl_zoo.storage import atomic_folder, check_output, read_json, write_json, write_jsonl
@@ -132,15 +132,19 @@ def label_pass_rates(
     write_jsonl(out, labels)
     shutil.rmtree(folder)
     rates = np.array([row["pass_rate"] for row in labels])
-    note = None
+    cut = sum(row.get("cut", 0) for row in labels)  # shards written before cut counts existed have none
+    notes = []
     if np.ptp(rates) == 0:
-        note = (f"all {len(rates)} pass rates are {rates[0]:g}: no signal for a difficulty probe (fit-probe refuses constant "
-                "labels); label again with a larger --k, another subset (--seed, --count) or another --temperature")
+        notes.append(f"all {len(rates)} pass rates are {rates[0]:g}: no signal for a difficulty probe (fit-probe refuses constant "
+                     "labels); label again with a larger --k, another subset (--seed, --count) or another --temperature")
+    if cut:
+        notes.append(f"{cut} of {k * len(labels)} rollouts reached --max-new-tokens {max_new_tokens} before ending and were scored "
+                     "as written (an answer still to come counts as wrong): give a larger --max-new-tokens if that is many")
     return {
         "labelled": len(labels), "prompts": len(rows), "k": k, "verifier": scorer.name, "backend": generator.backend,
         "chat_template": generator.chat_template, "mean_pass_rate": float(rates.mean()), "shards": len(starts),
-        "shards_resumed": resumed, "rollouts_generated": k * generated,
-        "seconds": round(time.time() - started, 1), "out": str(out), "note": note,
+        "shards_resumed": resumed, "rollouts_generated": k * generated, "rollouts_cut": cut,
+        "seconds": round(time.time() - started, 1), "out": str(out), "note": " ".join(notes) or None,
     }
 
 
@@ -175,9 +179,9 @@ def _open_shards(folder: Path, settings: dict[str, Any], overwrite: bool) -> int
     return 0
 
 
-def _label(row: dict[str, Any], completions: list[str], scorer: Verifier, where: str, k: int) -> dict[str, Any]:
-    rewards = [scorer.score(text, row, where) for text in completions]
-    return {"id": row["id"], "pass_rate": float(np.mean(rewards)), "k": k, "rewards": rewards}
+def _label(row: dict[str, Any], completions: list[Completion], scorer: Verifier, where: str, k: int) -> dict[str, Any]:
+    rewards = [scorer.score(c.text, row, where) for c in completions]
+    return {"id": row["id"], "pass_rate": float(np.mean(rewards)), "k": k, "rewards": rewards, "cut": sum(c.cut for c in completions)}
 
 
 def _gather(folder: Path, n_shards: int, ids: list[Any]) -> list[dict[str, Any]]:

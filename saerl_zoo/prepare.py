@@ -62,6 +62,7 @@ class PrepareConfig:
     sae_d_sae: int | None = None  # train-sae's default: 8 x d_model
     sae_k: int | None = None  # train-sae's default
     sae_batch_tokens: int | None = None  # train-sae's default
+    sae_outlier_norm_ratio: float | str | None = "auto"  # train-sae's attention-sink rule
     corpus: str | None = None
     # labels
     label_fraction: float | None = None
@@ -84,7 +85,8 @@ class PrepareConfig:
         """The settings a stage's output depends on (upstream stages' settings included, so a change cascades)."""
         own = {
             "sae": ("model", "model_id", "gguf_file", "prompts", "prompt_field", "seed", "sae", "sae_hook",
-                    "sae_training_tokens", "sae_context", "sae_d_sae", "sae_k", "sae_batch_tokens", "corpus"),
+                    "sae_training_tokens", "sae_context", "sae_d_sae", "sae_k", "sae_batch_tokens", "sae_outlier_norm_ratio",
+                    "corpus"),
             "pass_rates": ("model", "gguf_file", "prompts", "prompt_field", "seed", "label_fraction", "label_count", "k",
                            "verifier", "temperature", "max_new_tokens", "chat_template"),
             "quality_labels": ("prompts", "prompt_field", "seed", "quality_count", "human_labels"),
@@ -227,8 +229,8 @@ def _stage_sae(config: PrepareConfig, out: Path, echo: Callable[[str], Any]) -> 
                                              ("batch_tokens", config.sae_batch_tokens)) if value is not None}
     trained = train_sae_folder(config.model, prompts, out / "sae", training_tokens=config.sae_training_tokens, corpus=corpus,
                                hook=config.sae_hook, context=config.sae_context, seed=config.seed, device=config.device,
-                               model_id=config.model_id, gguf_file=config.gguf_file,
-                               trust_remote_code=config.trust_remote_code, echo=echo, **sizes)
+                               model_id=config.model_id, outlier_norm_ratio=config.sae_outlier_norm_ratio,
+                               gguf_file=config.gguf_file, trust_remote_code=config.trust_remote_code, echo=echo, **sizes)
     return str(out / "sae"), {"trained": str(out / "sae"), "metrics": trained.metrics}
 
 
@@ -328,5 +330,7 @@ def prepare(config: PrepareConfig, *, echo: Callable[[str], Any] = print) -> dic
             summary = {"kept": int(result.keep.sum()), "prompts": len(result)}
         manifest.record(stage, config, time.time() - start, summary)
         echo(f"{stage}: done in {time.time() - start:.0f} s")
+        if summary.get("note"):  # a labelling stage's warning (no signal, rollouts cut), also kept in prepare.json
+            echo(f"warning: {summary['note']}")
     return manifest.data
 

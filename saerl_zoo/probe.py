@@ -31,6 +31,7 @@ from saerl_zoo.storage import read_json, read_tensors, write_json, write_tensors
 
 CONFIG_NAME = "probe_config.json"
 WEIGHTS_NAME = "probe.safetensors"
+FIT_DIAGNOSTICS = ("not_converged", "final_fit_converged")
 P = TypeVar("P", bound="LinearProbe")
 
 # The largest |decision value| (and |bias|) a sound probe gives. A regression probe predicts pass rates (or a
@@ -53,12 +54,20 @@ class ProbeConfig:
     d_in: int
     target: str  # what the score means, e.g. "1 - pass rate (higher = harder)"
     hyperparameters: dict[str, Any]
-    metrics: dict[str, float]  # on the held-out split, before the final refit on all labels; plus solver non-convergence
+    metrics: dict[str, float]  # on the held-out split, before the final refit on all labels
     n_train: int
     n_heldout: int
     seed: int
     sae: dict[str, Any] | None = None  # provenance of the features: hook, d_sae, SAE hash
     version: int = 1
+    fit: dict[str, float] = dataclasses.field(default_factory=dict)  # solver diagnostics: not_converged, final_fit_converged
+
+    def __post_init__(self) -> None:
+        # Probes saved before `fit` existed kept the solver diagnostics among the held-out metrics, where cards
+        # and catalogs would list them as measurements of the probe; they belong with the fit.
+        for key in FIT_DIAGNOSTICS:
+            if key in self.metrics:
+                self.fit.setdefault(key, self.metrics.pop(key))
 
 
 def as_features(features: Any, d_in: int | None = None) -> sp.csr_matrix:
@@ -269,8 +278,6 @@ class LinearProbe:
             metrics.update(heldout_extra(held, decision))
         with count_nonconvergence() as in_final:
             w, b, _ = fit(X, y, reg)
-        metrics["not_converged"] = float(in_search[0] + in_final[0])
-        metrics["final_fit_converged"] = float(in_final[0] == 0)
         config = ProbeConfig(
             probe=cls.kind,
             estimator=estimator,
@@ -278,6 +285,7 @@ class LinearProbe:
             target=target,
             hyperparameters={regulariser: reg, **(hyperparameters or {}), "nonzero_weights": int(np.count_nonzero(w))},
             metrics=metrics,
+            fit={"not_converged": float(in_search[0] + in_final[0]), "final_fit_converged": float(in_final[0] == 0)},
             n_train=len(train),
             n_heldout=len(held),
             seed=seed,
@@ -291,12 +299,12 @@ class LinearProbe:
 
     def convergence_note(self) -> str | None:
         """One line when some solver runs of the fit stopped at their iteration limit, else None."""
-        n = int(self.metrics.get("not_converged", 0))
+        n = int(self.config.fit.get("not_converged", 0))
         if not n:
             return None
-        final = "converged" if self.metrics.get("final_fit_converged") else "did not converge either"
+        final = "converged" if self.config.fit.get("final_fit_converged") else "did not converge either"
         return (f"{self.kind} probe: {n} solver runs of the fit stopped at their iteration limit before converging; "
-                f"the final fit on all labels {final} (metrics['not_converged'])")
+                f"the final fit on all labels {final} (probe_config.json: fit.not_converged)")
 
     def decision_function(self, features: Any) -> np.ndarray:
         X = as_features(features, self.config.d_in)

@@ -1029,7 +1029,8 @@ def _machine() -> str:
 
 
 # ReproConfig fields a job folder may change between invocations: which runs exist, and where they run
-JOB_ONLY_FIELDS = ("out_dir", "arms", "seeds", "arm_seeds", "jobs", "threads", "device")
+# `data` is the folder's path: its content is checked by `data_fingerprint`, so a moved folder is the same data
+JOB_ONLY_FIELDS = ("out_dir", "data", "arms", "seeds", "arm_seeds", "jobs", "threads", "device")
 
 
 def job_settings(config: ReproConfig, eval_rows: list[dict[str, Any]]) -> dict[str, Any]:

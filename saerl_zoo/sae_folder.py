@@ -35,6 +35,7 @@ DEFAULT_K = 32
 DEFAULT_BATCH_TOKENS = 4096  # sae-lens's default train_batch_size_tokens
 STORE_BATCH_PROMPTS, BUFFER_BATCHES = 32, 20  # sae-lens's defaults (its buffer holds BUFFER_BATCHES x row-length tokens)
 BUFFER_TRAIN_BATCHES = 4  # ... raised so that it holds at least this many training batches, for mixing
+SINK_SAMPLE_ROWS = 64  # training rows measured for attention sinks before training
 DEAD_FEATURE_WINDOW = 50  # steps without firing after which sae-lens counts a latent dead (train_sae's default)
 MIN_WINDOWS = 2  # a run must last at least this many dead-feature windows (see check_budget)
 MIN_TOKENS_PER_LATENT = 100  # ... and see at least this many tokens per latent
@@ -260,7 +261,7 @@ def train_sae_folder(
     seed: int = 0,
     device: str = "cpu",
     model_id: str | None = None,
-    outlier_norm_ratio: float | None = None,
+    outlier_norm_ratio: float | str | None = "auto",
     gguf_file: str | None = None,
     trust_remote_code: bool = False,
     overwrite: bool = False,
@@ -275,11 +276,15 @@ def train_sae_folder(
     such as `model.layers.6`, or `blocks.6.hook_resid_post`); by default the
     output of the middle decoder block. `d_sae` defaults to 8 x d_model.
     `model_id` is recorded as the host model (default: `model`); give the Hub
-    id when `model` is a local copy. `outlier_norm_ratio` (attention sinks:
-    tokens above this many times their text's median norm) is recorded with
-    the SAE, so every reader drops those tokens, and the held-out metrics drop
-    them too; sae-lens's runner cannot drop tokens by norm, so training still
-    sees them. With `overwrite` an existing `out` is
+    id when `model` is a local copy. `outlier_norm_ratio` defines attention
+    sinks (tokens above this many times their text's median norm; "auto":
+    `SINK_NORM_RATIO` if a sample of the training rows has any, None: never
+    drop). One SAE-sized sink per text would dominate the loss, so the ratio is
+    recorded with the SAE (every reader drops those tokens, and the held-out
+    metrics drop them too), and when the sinks sit at every row's first token,
+    as in a model without BOS, training skips that position; sae-lens's runner
+    cannot drop tokens by norm, so sinks elsewhere are trained on and named in
+    the warnings. With `overwrite` an existing `out` is
     replaced whole: an SAE folder is one artifact, and a file left from another
     run must not sit next to the new weights. sae-lens's activation buffer holds
     `buffer_batches` x `store_batch_prompts` rows (more rows shuffle better
@@ -294,6 +299,8 @@ def train_sae_folder(
         raise UserError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     if context < 2:
         raise UserError(f"--context must be at least 2 tokens, got {context}")
+    if outlier_norm_ratio not in (None, "auto") and (isinstance(outlier_norm_ratio, (bool, str)) or not outlier_norm_ratio > 1):
+        raise UserError(f"--outlier-norm-ratio must be 'auto', 'none' or a number above 1, got {outlier_norm_ratio!r}")
     config = _model_config(model, gguf_file, trust_remote_code)
     d_in = int(config.hidden_size)
     d_sae = d_sae or EXPANSION * d_in
@@ -318,6 +325,8 @@ def train_sae_folder(
     excluded = sorted(special_token_ids(tokenizer) | {tokenizer.pad_token_id})
     rows = trim_padding(sae_sequences(tokenizer, train, context), tokenizer.pad_token_id)
     real = sum(1 for row in rows for t in row if t not in excluded)
+    ratio, sinks = _attention_sinks(outlier_norm_ratio, lm, point, rows, tokenizer.pad_token_id, tuple(excluded), echo)
+    skip = sinks.skip_leading if sinks else 0
     echo(f"train-sae: {arch} k={k}, d_sae={d_sae:,} on {point.module_name} ({site}) of {model_id or model}; "
          f"{training_tokens:,} tokens from {len(train):,} texts ({real:,} tokens, {training_tokens / max(real, 1):.1f} passes), "
          f"{len(heldout):,} held out")
@@ -327,7 +336,7 @@ def train_sae_folder(
         training_tokens=training_tokens, exclude_token_ids=excluded, batch_tokens=batch_tokens, lr=lr, arch=arch,
         dead_feature_window=DEAD_FEATURE_WINDOW, store_batch_size_prompts=store_batch_prompts,
         n_batches_in_buffer=max(buffer_batches, math.ceil(BUFFER_TRAIN_BATCHES * batch_tokens / len(rows[0]))), dataset_label=f"saerl-zoo train-sae: {len(train)} texts",
-        device=device, seed=seed,
+        device=device, seed=seed, skip_leading=skip,
     )
     seconds = time.time() - started
     meta = sae.cfg.metadata
@@ -335,22 +344,51 @@ def train_sae_folder(
     meta.context_size = context  # rows were cut to the longest text (see trim_padding): positions up to `context` were allowed
     meta.hook_site = site
     meta.hook_layer = point.spec.layer
-    record_preprocessing(sae, context_length=context, outlier_norm_ratio=outlier_norm_ratio)
+    meta.seqpos_slice = (None,)  # the skipped first position holds the sinks readers drop by `ratio`: none is cut by position
+    record_preprocessing(sae, context_length=context, outlier_norm_ratio=ratio)
     with atomic_folder(out) as tmp:
         sae.save_inference_model(str(tmp))
         saved = _load_and_check(tmp, lm, point, device)
         measured = metric_rows(sae_sequences(tokenizer, heldout, context), excluded)
         acts = site_activations(lm, point, measured, tokenizer.pad_token_id, tuple(excluded), batch_size=32,
-                                outlier_norm_ratio=outlier_norm_ratio)
+                                outlier_norm_ratio=ratio)
         metrics = _metrics(saved, acts, training_tokens, seconds, len(measured))
-        warnings = quality_warnings(metrics)
+        warnings = quality_warnings(metrics) + sink_warnings(sinks)
         budget = budget_note(training_tokens, d_sae, seconds)
         entry = _entry(out, tmp, model, model_id or model, point, site, saved, metrics, warnings, train=len(train), context=context,
                        training_tokens=training_tokens, batch_tokens=batch_tokens, lr=lr, seed=seed, corpus=bool(corpus),
-                       outlier_norm_ratio=outlier_norm_ratio)
+                       outlier_norm_ratio=ratio, skipped_positions=skip)
         write_json(tmp / METRICS_NAME, metrics)
         _write_entry_and_card(tmp, entry)
     return TrainedSae(out, metrics, warnings, budget)
+
+
+def _attention_sinks(setting: float | str | None, lm: Any, point: Any, rows: list[list[int]], pad_id: int,
+                     excluded: tuple[int, ...], echo: Callable[[str], Any]) -> tuple[float | None, Any]:
+    """The sink ratio to record (None: keep every token) and the sinks measured on a sample of the training rows."""
+    from saerl_zoo.sae_training import SINK_NORM_RATIO, find_attention_sinks
+
+    if setting is None:
+        return None, None
+    ratio = SINK_NORM_RATIO if setting == "auto" else float(setting)
+    sinks = find_attention_sinks(lm, point, rows[:SINK_SAMPLE_ROWS], pad_id, excluded, ratio)
+    if not sinks.found:
+        return (None if setting == "auto" else ratio), sinks
+    echo(f"train-sae: attention sinks (norm > {ratio:g}x their text's median) at the first token of {sinks.at_first} and at "
+         f"{sinks.elsewhere} later positions of {sinks.rows} sampled texts; readers drop them"
+         + (f", and training skips the first {sinks.skip_leading} position(s)" if sinks.skip_leading else ""))
+    return ratio, sinks
+
+
+def sink_warnings(sinks: Any) -> list[str]:
+    """A warning for the sinks training could not skip (sae-lens's runner drops tokens by id and position only)."""
+    if sinks is None or not sinks.found:
+        return []
+    missed = sinks.elsewhere + (0 if sinks.skip_leading else sinks.at_first)
+    if not missed:
+        return []
+    return [f"{missed} of {sinks.tokens:,} sampled training tokens are attention sinks (norm > {sinks.ratio:g}x their text's "
+            "median) that training could not skip; they weigh on the reconstruction loss (readers and the metrics drop them)."]
 
 
 def _load_and_check(folder: Path, model: Any, point: Any, device: str) -> Any:
@@ -406,6 +444,7 @@ def _entry(out: Path, folder: Path, model: str, model_id: str, point: Any, site:
         "training": {"data": f"{training['train']} {where} (one per row)", "tokens": training["training_tokens"],
                      "steps": training["training_tokens"] // training["batch_tokens"], "batch_tokens": training["batch_tokens"],
                      "lr": training["lr"], "seed": training["seed"], "seconds": metrics["train_seconds"],
+                     **({"skipped_leading_positions": training["skipped_positions"]} if training["skipped_positions"] else {}),
                      "trainer": f"sae-lens {cfg.metadata.get('sae_lens_training_version', '')} LanguageModelSAETrainingRunner"},
         "limitations": [f"{metrics['tokens_per_latent']:g} training tokens per latent.", *warnings],
         "tags": ["train-sae"],

@@ -9,12 +9,18 @@ metrics (:func:`saerl_zoo.zoo.api.sae_metrics`). They live here once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import torch
 
-__all__ = ["block_outputs", "sae_sequences", "site_activations", "train_sae"]
+__all__ = ["AttentionSinks", "SINK_NORM_RATIO", "block_outputs", "find_attention_sinks", "sae_sequences", "site_activations",
+           "train_sae"]
+
+# Attention sinks reach 100-1000x their text's median residual norm (the first token of a model without BOS, for
+# one); ordinary tokens stay within a few times it. 10x separates the two with room on both sides.
+SINK_NORM_RATIO = 10.0
 
 
 def sae_sequences(tokenizer: Any, texts: list[str], context: int) -> list[list[int]]:
@@ -52,6 +58,7 @@ def train_sae(
     dataset_label: str = "in-memory token rows",
     device: str = "cpu",
     seed: int = 0,
+    skip_leading: int = 0,
 ) -> Any:
     """Train a TopK (or BatchTopK) SAE on the output of decoder block ``layer``
     (or of the module ``hook_name``, a Hugging Face module path) with sae-lens's
@@ -59,7 +66,10 @@ def train_sae(
     (safetensors) and the pretokenized ``rows`` (all of length ``len(rows[0])``).
     An already loaded ``model`` + ``tokenizer`` (e.g. from a GGUF file) is
     wrapped as sae-lens wraps its own; ``model_path`` is then only recorded as
-    the SAE's ``model_name``. Returns the trained sae-lens SAE."""
+    the SAE's ``model_name``. ``skip_leading`` positions of every row are left
+    out of training (sae-lens's ``seqpos_slice``): an attention sink at the
+    first token would otherwise dominate the reconstruction loss. Returns the
+    trained sae-lens SAE."""
     import datasets
     from sae_lens import (BatchTopKTrainingSAEConfig, LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner,
                           LoggingConfig, TopKTrainingSAEConfig)
@@ -80,7 +90,7 @@ def train_sae(
         model_name=str(model_path), model_class_name="AutoModelForCausalLM", hook_name=hook_name,
         dataset_path=dataset_label, is_dataset_tokenized=True,
         streaming=False, context_size=len(rows[0]), prepend_bos=True,
-        exclude_special_tokens=exclude_token_ids,
+        exclude_special_tokens=exclude_token_ids, seqpos_slice=(skip_leading, None) if skip_leading else (None,),
         training_tokens=training_tokens, train_batch_size_tokens=batch_tokens,
         store_batch_size_prompts=store_batch_size_prompts, n_batches_in_buffer=n_batches_in_buffer,
         lr=lr, lr_warm_up_steps=50, lr_scheduler_name="cosineannealing", lr_decay_steps=steps // 2,
@@ -132,3 +142,56 @@ def site_activations(model: Any, point: Any, rows: list[list[int]], pad_id: int,
             keep &= outlier_token_mask(hidden, keep, outlier_norm_ratio).to(keep.device)
         acts.append(hidden[keep])
     return torch.cat(acts)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionSinks:
+    """Where tokens far above their text's median norm sit, in a sample of training rows."""
+
+    ratio: float  # a sink: norm > ratio x the median norm of its text's kept tokens
+    rows: int
+    tokens: int  # kept tokens (not pad, not excluded) in the sample
+    at_first: int  # rows whose first kept token is a sink
+    elsewhere: int  # sinks at any later position
+    first_positions: tuple[int, ...]  # the positions the rows' first kept tokens sit at
+
+    @property
+    def found(self) -> bool:
+        return bool(self.at_first or self.elsewhere)
+
+    @property
+    def skip_leading(self) -> int:
+        """Leading positions to leave out of training: through the first kept token when that is where the sinks are
+        (in every row at one position, as a model without BOS makes them); 0 otherwise."""
+        if self.at_first and self.at_first == self.rows and len(self.first_positions) == 1:
+            return self.first_positions[0] + 1
+        return 0
+
+
+@torch.no_grad()
+def find_attention_sinks(model: Any, point: Any, rows: list[list[int]], pad_id: int, exclude_ids: tuple[int, ...],
+                         ratio: float = SINK_NORM_RATIO, batch_size: int = 32) -> AttentionSinks:
+    """Measure attention sinks at ``point`` on ``rows``, with the rule readers drop them by (``outlier_token_mask``)."""
+    from saerl_zoo.featurizer import outlier_token_mask
+    from saerl_zoo.hooks import capture
+
+    device = next(model.parameters()).device
+    tokens = at_first = elsewhere = 0
+    firsts: set[int] = set()
+    for start in range(0, len(rows), batch_size):
+        x = torch.tensor(rows[start : start + batch_size], device=device)
+        hidden = capture(model, point, x, (x != pad_id).long())
+        keep = x != pad_id
+        for token in exclude_ids:
+            keep &= x != token
+        keep = keep.cpu()
+        sink = keep & ~outlier_token_mask(hidden, keep, ratio)
+        first = keep.int().argmax(dim=1)  # the first kept position of each row
+        rows_with = keep.any(dim=1)
+        is_first_sink = sink[torch.arange(len(x)), first] & rows_with
+        tokens += int(keep.sum())
+        at_first += int(is_first_sink.sum())
+        elsewhere += int(sink.sum()) - int(is_first_sink.sum())
+        firsts |= {int(p) for p, r in zip(first, rows_with) if r}
+    return AttentionSinks(ratio, len(rows), tokens, at_first, elsewhere, tuple(sorted(firsts)))
+

@@ -14,8 +14,18 @@ is produced here, deterministically from ``--seed``, on CPU:
     e. SAE         sae-lens TopK SAE on block L's output, + sae_metrics.json
     f. probes      difficulty_probe/ + quality_probe/, + build_info.json
 
-Run:  python scripts/build_default.py --seed 0
-(needs the ``build`` extra: reasoning-gym, tokenizers, datasets).
+The shipped default is the worked-solution test bed of issue 14, and its
+policy is an early snapshot of the LM training, chosen by a rule fixed before
+any GRPO run (``scripts/testbed_snapshots.py``).  Regenerate it with
+(needs the ``build`` extra: reasoning-gym, tokenizers, datasets):
+
+    python scripts/build_default.py --out runs/default --snapshot-every 500 --stop-after lm
+    python scripts/testbed_snapshots.py --testbed runs/default --per-cell 12   # chooses step-01000
+    rm -rf saerl_zoo/default/model && cp -r runs/default/snapshots/step-01000 saerl_zoo/default/model
+    python scripts/build_default.py --reuse-lm                                  # labels, SAE, probes
+    python scripts/publish_default.py --update-catalog                          # catalog entries, cards
+
+``--tasks reasoning_gym`` builds the earlier direct-answer default instead.
 """
 
 from __future__ import annotations
@@ -359,31 +369,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "saerl_zoo" / "default")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results are exact only for the same count)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (results are exact only for the same count; "
+                   "the shipped default was built with 1)")
     p.add_argument("--n-pool", type=int, default=2000)
-    p.add_argument("--bad-fraction", type=float, default=0.15)
+    p.add_argument("--bad-fraction", type=float, default=0.25)
     p.add_argument("--label-fraction", type=float, default=0.10, help="share of the pool with pass rates / quality labels")
-    p.add_argument("--n-train", type=int, default=42000, help="clean LM training problems")
+    p.add_argument("--n-train", type=int, default=60000, help="clean LM training problems")
     p.add_argument("--n-eval", type=int, default=420, help="held-out problems for the accuracy table")
-    p.add_argument("--tasks", choices=["reasoning_gym", "worked"], default="reasoning_gym",
+    p.add_argument("--tasks", choices=["reasoning_gym", "worked"], default="worked",
                    help="task families: reasoning_gym direct answers, or worked solutions (tasks.WORKED_FAMILIES)")
     p.add_argument("--n-eval-per-cell", type=int, default=50, help="worked: held-out problems per family x level")
-    p.add_argument("--level-weights", default="8,6,4,3,2,1.5,1",
+    p.add_argument("--level-weights", default="3,3,3,3,2,2,2",
                    help="worked: relative share of each level in the LM's training problems")
-    p.add_argument("--max-len", type=int, default=128, help="LM context length (tokens)")
+    p.add_argument("--max-len", type=int, default=160, help="LM context length (tokens)")
     p.add_argument("--vocab-size", type=int, default=384)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--intermediate", type=int, default=384)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--lm-steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lm-steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--checkpoint-every", type=int, default=250, help="LM steps between resumable checkpoints")
     p.add_argument("--snapshot-every", type=int, default=0,
                    help="also keep the policy every N LM steps in <out>/snapshots/ (0: never)")
     p.add_argument("--k", type=int, default=8, help="rollouts per prompt for pass rates")
-    p.add_argument("--max-new-tokens", type=int, default=10)
+    p.add_argument("--max-new-tokens", type=int, default=110)
     p.add_argument("--sae-layer", type=int, default=2)
     p.add_argument("--d-sae", type=int, default=1024)
     p.add_argument("--topk", type=int, default=32)

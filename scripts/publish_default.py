@@ -8,7 +8,7 @@
                                                          # folder and print the operations
     python scripts/publish_default.py --upload --org ORG # really upload (needs HF token + network)
 
-Each artifact is trained by `python scripts/build_default.py --seed 0`.
+Each artifact is built by scripts/build_default.py (the recipe is in its docstring).
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def publish_host_model(repo_id: str, out: Path, *, upload: bool) -> None:
         sys.exit(f"{out} is not empty")
     shutil.copytree(default_path("model"), out, dirs_exist_ok=True)
     data = ModelCardData(library_name="transformers", license="apache-2.0", tags=["saerl-zoo", "tiny-math", "llama"], pipeline_tag="text-generation")
-    text = (f"---\n{data.to_yaml()}\n---\n\n# {repo_id}\n\nThe tiny Llama math policy embedded in saerl-zoo "
-            f"(trained from scratch by `python scripts/build_default.py --seed 0`); host model of the {PREFIX}/* SAE and probes.\n")
+    text = (f"---\n{data.to_yaml()}\n---\n\n# {repo_id}\n\nThe tiny Llama math policy embedded in saerl-zoo, trained from "
+            f"scratch on worked solutions (the recipe in scripts/build_default.py's docstring); host model of the {PREFIX}/* SAE and probes.\n")
     ModelCard(text).save(str(out / "README.md"))
     message = "saerl-zoo: publish the embedded tiny math policy"
     if not upload:

@@ -114,20 +114,21 @@ def generic_texts(n: int, seed: int) -> list[str]:
 
 
 def build_corpus(path: Path, pool: list[str], n_task: int, n_generic: int, seed: int) -> list[str]:
-    """Task problems with answers + generic text, none containing a pool prompt verbatim; cached as jsonl.
+    """Task problems with worked solutions + generic text, none containing a pool prompt verbatim; cached as jsonl.
 
-    Short generated problems repeat, so about a fifth of freshly drawn ones contain a pool prompt
-    ("Q: GCD of 5, 5?"): twice as many are drawn and those are dropped (`saerl_zoo.transfer.corpus`).
-    A cached corpus is checked again, so one written before this rule is refused, not reused.
+    Short generated problems can repeat a pool prompt (a truncated or near-duplicate one, or a
+    short problem drawn twice): twice as many are drawn and those containing one are dropped
+    (`saerl_zoo.transfer.corpus`). A cached corpus is checked again, so one written before this
+    rule is refused, not reused.
     """
     if path.exists():
         texts = [r["text"] for r in load_rows(path, "text")]
         check_disjoint(texts, pool, f"{path} (delete it to rebuild)")
         return texts
-    from saerl_zoo.tasks import build_train_set
+    from saerl_zoo.tasks import build_worked_train_set, format_prompt
 
-    items, _ = build_train_set(2 * n_task, seed=seed + 101)
-    candidates = [f"{i['prompt']} {i['answer']}" for i in items]
+    items = build_worked_train_set(2 * n_task, seed=seed + 101)  # texts like the embedded policy's training texts
+    candidates = [f"{format_prompt(p['question'])} {p['solution']}" for p in items]
     random.Random(seed + 1).shuffle(candidates)  # the strata in the order drawn, not the first ones only
     texts = disjoint_texts(candidates, pool, n_task) + generic_texts(n_generic, seed)
     check_disjoint(texts, pool, "the generic paragraphs")

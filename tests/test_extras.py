@@ -52,9 +52,18 @@ def test_require_names_the_extra(monkeypatch):
 
 
 def test_reproduce_says_so_before_any_work(monkeypatch, tmp_path):
+    """A data folder without its own held-out set needs reasoning-gym to generate one."""
+    from saerl_zoo.embedded import DEFAULT_DIR
+    from saerl_zoo.reproduce import EVAL_FILES
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in DEFAULT_DIR.iterdir():
+        if path.name not in EVAL_FILES:
+            (data / path.name).symlink_to(path)
     block(monkeypatch, "reasoning_gym")
     out = tmp_path / "repro"
-    result = CliRunner().invoke(main, ["reproduce", "--quick", "--out", str(out)])
+    result = CliRunner().invoke(main, ["reproduce", "--quick", "--data", str(data), "--out", str(out)])
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: saerl-zoo reproduce needs reasoning-gym")
     assert_names_extra(result.output, "reproduce", "reasoning-gym")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -329,14 +330,16 @@ def test_training_logs_evaluates_and_checkpoints(tmp_path, capsys):
 def _learns_on_level_one(model_dir, prompts_path, truth_path, steps: int = 30) -> tuple[float, float]:
     """GRPO on 16 fixed clean level-1 prompts of the task pool; mean reward of the first and last 10 steps."""
     from saerl_zoo.models import load_model
+    from saerl_zoo.reproduce import data_max_new_tokens
     from saerl_zoo.rewards import task_reward
 
     items = [json.loads(line) for line in open(prompts_path)]
     truth = {t["id"]: t for t in map(json.loads, open(truth_path))}
     rows = [i for i in items if truth[i["id"]]["quality"] == 1 and truth[i["id"]]["level"] == 1][:16]
     model, tokenizer = load_model(model_dir)
-    config = GRPOConfig(prompts_per_step=8, group_size=8, max_new_tokens=6, lr=3e-4, num_steps=steps, seed=0,
-                        log=False)
+    max_new_tokens, _ = data_max_new_tokens(Path(model_dir).parent, None)  # long enough for a worked solution
+    config = GRPOConfig(prompts_per_step=8, group_size=8, max_new_tokens=max_new_tokens, lr=3e-4, num_steps=steps,
+                        seed=0, log=False)
     sampler = RandomSampler(rows, generator=torch.Generator().manual_seed(0))
     rewards = [r["reward"] for r in train(model, tokenizer, rows, sampler, task_reward, config)["train"]]
     return sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10

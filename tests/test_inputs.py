@@ -133,11 +133,13 @@ def test_nonconvergence_is_one_count_not_a_warning_per_fit():
         warnings.simplefilter("always")
         probe = DifficultyProbe.fit(X, y)
     assert caught == []
-    assert probe.metrics["not_converged"] >= 1
-    final = "converged" if probe.metrics["final_fit_converged"] else "did not converge either"
-    assert probe.convergence_note() == (f"difficulty probe: {int(probe.metrics['not_converged'])} solver runs of the fit stopped "
+    fit = probe.config.fit
+    assert fit["not_converged"] >= 1
+    assert "not_converged" not in probe.metrics  # a solver count is not a held-out measurement of the probe
+    final = "converged" if fit["final_fit_converged"] else "did not converge either"
+    assert probe.convergence_note() == (f"difficulty probe: {int(fit['not_converged'])} solver runs of the fit stopped "
                                         f"at their iteration limit before converging; the final fit on all labels {final} "
-                                        "(metrics['not_converged'])")
+                                        "(probe_config.json: fit.not_converged)")
     rng = np.random.default_rng(0)
     assert DifficultyProbe.fit(rng.random((40, 6)), rng.random(40)).convergence_note() is None
 
@@ -154,7 +156,21 @@ def test_fit_probe_reports_nonconvergence_in_one_line(tmp_path):
     notes = [line for line in result.output.splitlines() if line.startswith("warning: ")]
     assert len(notes) == 1 and "solver runs of the fit stopped at their iteration limit" in notes[0]
     saved = json.loads((tmp_path / "probe" / "probe_config.json").read_text())
-    assert saved["metrics"]["not_converged"] >= 1
+    assert saved["fit"]["not_converged"] >= 1 and "not_converged" not in saved["metrics"]
+
+
+def test_probe_saved_with_diagnostics_among_metrics_loads_them_as_fit(tmp_path):
+    """Probes saved before ProbeConfig.fit existed: the solver counts leave the held-out metrics on load."""
+    from saerl_zoo.difficulty import DifficultyProbe
+
+    rng = np.random.default_rng(0)
+    DifficultyProbe.fit(rng.random((40, 6)), rng.random(40)).save(tmp_path / "p")
+    raw = json.loads((tmp_path / "p" / "probe_config.json").read_text())
+    raw["metrics"].update(raw.pop("fit"))
+    (tmp_path / "p" / "probe_config.json").write_text(json.dumps(raw))
+    loaded = DifficultyProbe.load(tmp_path / "p")
+    assert set(loaded.config.fit) == {"not_converged", "final_fit_converged"}
+    assert not set(loaded.metrics) & set(loaded.config.fit)
 
 
 @pytest.fixture(scope="module")

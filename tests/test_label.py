@@ -160,14 +160,27 @@ def test_subset_is_ten_percent_by_default_and_seeded():
 
 def test_embedded_policy_passes_its_own_prompts(tmp_path):
     """Rollouts are scored as completions (not prompt + completion): the embedded policy solves some of its prompts."""
+    from saerl_zoo.reproduce import data_max_new_tokens
+
     out = tmp_path / "rates.jsonl"
+    worked, _ = data_max_new_tokens(default_path("model").parent, None)  # long enough for its worked solutions
     summary = label_pass_rates(default_path("model"), default_path("prompts.jsonl"), out, count=8, k=4, verifier="task",
-                               max_new_tokens=8, shard_size=8)
+                               max_new_tokens=worked, shard_size=8)
     rows = load_rows(out, prompt_field=None)
     assert summary["labelled"] == len(rows) == 8 and summary["rollouts_generated"] == 32 and summary["chat_template"] is False
     assert all(r["k"] == 4 and len(r["rewards"]) == 4 and r["pass_rate"] == sum(r["rewards"]) / 4 for r in rows)
-    assert 0 < summary["mean_pass_rate"] < 1 and summary["note"] is None
+    assert 0 < summary["mean_pass_rate"] < 1
+    assert summary["rollouts_cut"] == sum(r["cut"] for r in rows) < 32
     assert not shards_folder(out).exists()
+
+
+def test_rollouts_cut_at_max_new_tokens_are_counted_and_warned_about(tmp_path):
+    """A worked solution cut after 4 tokens never reaches its answer: every rollout scores 0, and the run says why."""
+    out = tmp_path / "rates.jsonl"
+    summary = label_pass_rates(default_path("model"), default_path("prompts.jsonl"), out, count=8, k=4, verifier="task",
+                               max_new_tokens=4, shard_size=8)
+    assert summary["rollouts_cut"] == 32 and all(r["cut"] == 4 for r in load_rows(out, prompt_field=None))
+    assert "32 of 32 rollouts reached --max-new-tokens 4 before ending" in summary["note"]
 
 
 def test_labels_feed_fit_probe(ws, verifiers, tmp_path):

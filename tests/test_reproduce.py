@@ -360,8 +360,7 @@ def _t_interval(d):
 def test_quick_report_numbers_are_derived_from_the_run_logs(quick_run):
     from scipy import stats
 
-    from saerl_zoo.embedded import DEFAULT_DIR, default_path
-    from saerl_zoo.reproduce import has_eval_set
+    from saerl_zoo.embedded import default_path
 
     out, _ = quick_run
     config = _quick_config()
@@ -425,8 +424,7 @@ def test_quick_report_numbers_are_derived_from_the_run_logs(quick_run):
     per_step = QUICK["prompts_per_step"] * QUICK["group_size"]
     assert report["arms"]["vanilla"]["rollouts_mean"] == QUICK["num_steps"] * per_step
     assert report["arms"]["online_filter"]["rollouts_mean"] == 2 * QUICK["num_steps"] * per_step  # it pays for its filter
-    source = "eval_prompts.jsonl" if has_eval_set(DEFAULT_DIR) else "tasks.build_eval_set"
-    assert report["eval"] == {"source": source, "n": 42, "cells": 21, "per_cell": "2"}
+    assert report["eval"] == {"source": "eval_prompts.jsonl", "n": 42, "cells": 21, "per_cell": "2"}
 
 
 def test_quick_rerun_resumes_without_training_again(quick_run):

@@ -15,6 +15,7 @@ from saerl_zoo.tasks import (  # noqa: E402
     LEVELS,
     build_eval_set,
     build_pool,
+    build_worked_pool,
     build_train_set,
     score,
 )
@@ -146,7 +147,8 @@ def test_shipped_default_is_this_pool():
     """The shipped prompts are exactly build_pool(...) of the recorded build:
     if tasks.py changes, scripts/build_default.py must be rerun."""
     args = json.loads((DEFAULT / "build_info.json").read_text())["args"]
-    items, truth = build_pool(args["n_pool"], seed=args["seed"], bad_fraction=args["bad_fraction"])
+    build = build_worked_pool if args["tasks"] == "worked" else build_pool
+    items, truth = build(args["n_pool"], seed=args["seed"], bad_fraction=args["bad_fraction"])
     assert _jsonl("prompts.jsonl") == items
     assert _jsonl("ground_truth.jsonl") == truth
     ids = {i["id"] for i in items}

@@ -183,3 +183,79 @@ def test_metrics_read_the_first_held_out_rows_up_to_the_token_cap():
 def test_padding_columns_are_trimmed_not_tokens():
     assert trim_padding([[1, 5, 0, 0, 0], [1, 6, 7, 0, 0]], 0) == [[1, 5, 0], [1, 6, 7]]
     assert trim_padding([[1, 5, 6]], 0) == [[1, 5, 6]]
+
+
+def _with_first_token_sink(monkeypatch, scale: float = 1000.0):
+    """load_model returns the tiny Llama with its first real token (after BOS) blown up by `scale` from block 0 on,
+    as the first token of a model without BOS is (an attention sink)."""
+    import saerl_zoo.models as models
+
+    real = models.load_model
+
+    def load(*args, **kwargs):
+        model, tokenizer = real(*args, **kwargs)
+
+        def sink(_module, _args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            hidden[:, 1] = hidden[:, 1] * scale
+            return output
+
+        model.model.layers[0].register_forward_hook(sink)
+        return model, tokenizer
+
+    monkeypatch.setattr(models, "load_model", load)
+
+
+def test_a_first_token_sink_is_skipped_in_training_and_recorded_for_readers(ws, tmp_path, monkeypatch):
+    root, _ = ws
+    _with_first_token_sink(monkeypatch)
+    args = ["train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", *SMALL]
+    result = ok(*args, "--out", tmp_path / "auto")
+    assert "attention sinks (norm > 10x their text's median) at the first token of 64 and at 0 later positions of 64 sampled" in result.output
+    assert "training skips the first 2 position(s)" in result.output  # BOS and the sink
+    cfg = json.loads((tmp_path / "auto" / "cfg.json").read_text())["metadata"]
+    assert cfg["zoo_preprocessing"]["outlier_norm_ratio"] == 10.0 and cfg["seqpos_slice"] == [None]
+    entry = yaml.safe_load((tmp_path / "auto" / "zoo_entry.yaml").read_text())
+    assert entry["preprocessing"]["outlier_norm_ratio"] == 10.0 and entry["training"]["skipped_leading_positions"] == 2
+    assert not [line for line in result.stderr.splitlines() if "attention sinks" in line]  # every sink was skipped
+
+    # the same budget trained on the sinks reconstructs the tokens readers keep (sinks dropped) worse
+    kept = ok(*args, "--out", tmp_path / "none", "--outlier-norm-ratio", "none")
+    assert "attention sinks" not in kept.output
+    ev = {name: _ev_without_sinks(root, tmp_path / name) for name in ("auto", "none")}
+    assert ev["auto"] > 0.5 and ev["auto"] > ev["none"] + 0.1, ev
+
+
+def _ev_without_sinks(root, sae_folder) -> float:
+    from saerl_zoo.hooks import resolve
+    from saerl_zoo.models import load_model, special_token_ids
+    from saerl_zoo.sae_training import sae_sequences, site_activations
+    from saerl_zoo.zoo.api import load_sae, sae_metrics
+
+    model, tokenizer = load_model(root / "model")  # the patched loader: the sink is there
+    sae = load_sae(sae_folder)
+    prompts = [json.loads(line)["prompt"] for line in (root / "prompts.jsonl").read_text().splitlines()][:100]
+    acts = site_activations(model, resolve(model, sae), sae_sequences(tokenizer, prompts, 32), tokenizer.pad_token_id,
+                            tuple(special_token_ids(tokenizer)), outlier_norm_ratio=10.0)
+    return sae_metrics(sae, acts)["explained_variance"]
+
+
+def test_sinks_training_cannot_skip_are_warned_about(ws, tmp_path, monkeypatch):
+    from saerl_zoo.sae_folder import sink_warnings
+    from saerl_zoo.sae_training import AttentionSinks
+
+    assert sink_warnings(AttentionSinks(10.0, 64, 900, 64, 0, (1,))) == []  # all at the skipped first token
+    later = sink_warnings(AttentionSinks(10.0, 64, 900, 64, 5, (1,)))
+    assert len(later) == 1 and later[0].startswith("5 of 900 sampled training tokens are attention sinks")
+    assert AttentionSinks(10.0, 64, 900, 30, 0, (1,)).skip_leading == 0  # not in every row: not skipped by position
+    assert sink_warnings(AttentionSinks(10.0, 64, 900, 30, 0, (1,)))[0].startswith("30 of 900")
+    assert AttentionSinks(10.0, 64, 900, 64, 0, (1, 2)).skip_leading == 0  # first tokens at different positions
+
+
+@pytest.mark.parametrize("value, message", [("bogus", "expected auto, none or a number"), ("0.5", "a number above 1")])
+def test_bad_outlier_ratio_is_refused_before_the_model_loads(ws, tmp_path, value, message):
+    root, _ = ws
+    result = run("train-sae", "--model", tmp_path / "no-model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / "x",
+                 "--outlier-norm-ratio", value, *SMALL)
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not (tmp_path / "x").exists()

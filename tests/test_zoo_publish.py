@@ -137,6 +137,39 @@ def test_publish_probe(offline_hub, tmp_path):
     assert card.data.library_name == "saerl-zoo" and "## Limitations" in card.text
 
 
+def test_publish_probe_reads_model_hook_and_preprocessing_from_its_sae(offline_hub, tmp_path):
+    """A probe reads its SAE's codes, so it shares the SAE's model, hook and preprocessing: published next to the SAE,
+    the entry needs only `features`."""
+    from test_zoo_load import tiny_probe
+
+    catalog = tmp_path / "mine.yaml"
+    publish(save_sae(tiny_sae(), tmp_path / "sae"), "test-org/tiny-sae", entry=ENTRY, name="test/tiny-sae", dry_run=True,
+            out_dir=tmp_path / "sae-out", catalog=catalog, reference=False, echo=lambda *_: None)
+    result = publish(tiny_probe(tmp_path), "test-org/tiny-difficulty", entry={"features": "test/tiny-sae"}, dry_run=True,
+                     out_dir=tmp_path / "probe-out", catalog=catalog, echo=lambda *_: None)
+    sae = {a.name: a for a in read_catalog_file(catalog)[0]}["test/tiny-sae"]
+    assert (result.entry.model, result.entry.hook, result.entry.preprocessing) == (sae.model, sae.hook, sae.preprocessing)
+    with pytest.raises(CatalogError, match="field model: missing"):  # an SAE no catalog knows: nothing to read from
+        publish(tiny_probe(tmp_path / "other"), "test-org/tiny-other", entry={"features": "test/unknown"}, dry_run=True,
+                out_dir=tmp_path / "other-out", catalog=catalog, echo=lambda *_: None)
+
+
+def test_probe_saved_with_diagnostics_among_metrics_publishes_without_them(offline_hub, tmp_path):
+    import json
+
+    from test_zoo_load import tiny_probe
+
+    folder = tiny_probe(tmp_path)
+    raw = json.loads((folder / "probe_config.json").read_text())
+    raw["metrics"].update({"not_converged": 3.0, "final_fit_converged": 1.0})
+    raw.pop("fit")
+    (folder / "probe_config.json").write_text(json.dumps(raw))
+    entry = {**{k: v for k, v in ENTRY.items() if k not in ("metrics", "description")}, "features": "test/tiny-sae",
+             "hook": {"module": "model.layers.1", "site": "resid_out", "layer": 1}}
+    result = publish(folder, "test-org/tiny-difficulty", entry=entry, dry_run=True, out_dir=tmp_path / "out", echo=lambda *_: None)
+    assert result.entry.metrics["heldout"] == {"spearman": 0.5}
+
+
 def test_verify_catches_a_wrong_hook(host_model, offline_hub, tmp_path, monkeypatch):
     model, tokenizer = host_model
     sae = tiny_sae()

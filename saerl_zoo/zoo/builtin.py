@@ -20,7 +20,7 @@ PREFIX = "saerl-tiny-math"
 SAE_NAME, DIFFICULTY_NAME, QUALITY_NAME = f"{PREFIX}/sae", f"{PREFIX}/difficulty-probe", f"{PREFIX}/quality-probe"
 HOST_MODEL_ID = "saerl-zoo/saerl-tiny-math-policy"
 LICENSE = "apache-2.0"
-BUILD_COMMAND = "python scripts/build_default.py --seed 0"
+BUILD_COMMAND = "python scripts/build_default.py --reuse-lm"  # on the policy snapshot the recipe in its docstring chooses
 ESTIMATORS = {"elasticnet": "ElasticNet", "logistic": "Logistic-regression", "ridge": "Ridge"}
 
 

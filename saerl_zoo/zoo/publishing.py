@@ -65,11 +65,13 @@ def _derive_entry(folder: Path, fmt: str, sae: Any, features: str | None = None)
 
         return stitch_fields(StitchMap.load(folder).config, sae_name=features)
     if fmt == "probe":
-        cfg = read_json(folder / "probe_config.json")
+        from saerl_zoo.probe import CONFIG_NAME, ProbeConfig
+
+        cfg = ProbeConfig(**read_json(folder / CONFIG_NAME))  # read as loading reads it (older files: diagnostics leave metrics)
         return {
-            "kind": f"{cfg.get('probe')}-probe",
-            "metrics": {"heldout": cfg.get("metrics", {}), "labels": cfg.get("target", ""), "n_train": cfg.get("n_train"), "n_heldout": cfg.get("n_heldout")},
-            "training": {"estimator": cfg.get("estimator"), "hyperparameters": cfg.get("hyperparameters"), "seed": cfg.get("seed")},
+            "kind": f"{cfg.probe}-probe",
+            "metrics": {"heldout": cfg.metrics, "labels": cfg.target, "n_train": cfg.n_train, "n_heldout": cfg.n_heldout},
+            "training": {"estimator": cfg.estimator, "hyperparameters": cfg.hyperparameters, "seed": cfg.seed},
         }
     cfg, meta = sae.cfg, sae.cfg.metadata
     hook = meta.get("hook_name")
@@ -90,6 +92,18 @@ def _derive_entry(folder: Path, fmt: str, sae: Any, features: str | None = None)
     if pre.context_length is not None:
         out["preprocessing"]["context_length"] = pre.context_length
     return out
+
+
+def _read_like(features: str, cat: Any, catalog: str | Path | None) -> dict[str, Any]:
+    """The model, hook and preprocessing of the SAE `features` names, which a probe on its codes shares: from the
+    catalog file being written (where its SAE was just published), else the active catalog; {} when neither knows it."""
+    from saerl_zoo.zoo.registry import read_catalog_file
+
+    known = {a.name: a for a in read_catalog_file(catalog)[0]} if catalog is not None and Path(catalog).is_file() else {}
+    sae = known.get(features) or (cat.get(features) if features in cat else None)
+    if sae is None:
+        return {}
+    return {key: value for key, value in sae.to_dict().items() if key in ("model", "hook", "preprocessing")}
 
 
 def _model_index(art: Artifact) -> list[Any]:
@@ -206,7 +220,10 @@ def publish(
     fmt = formats.detect_format(src_folder)
     sae = formats.load_folder(src_folder) if fmt in ("sae-lens", "sparsify") else None
     features = (entry or {}).get("features") or base.get("features")
-    raw = _deep_merge(_deep_merge(_derive_entry(src_folder, fmt, sae, features), base), entry or {})
+    derived = _derive_entry(src_folder, fmt, sae, features)
+    if fmt == "probe" and features:
+        derived = _deep_merge(derived, _read_like(features, cat, catalog))
+    raw = _deep_merge(_deep_merge(derived, base), entry or {})
     raw["name"] = name or raw.get("name") or repo_id.split("/")[1]
     kind = raw.get("kind")
     default_sub = raw.get("hook", {}).get("module", "sae") if kind == "sae" else ""
