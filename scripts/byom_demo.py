@@ -47,12 +47,13 @@ from saerl_zoo.storage import atomic_path, load_csr, read_json, save_csr, write_
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ORG = "saerl-zoo-demo"
 SAE_NAME = "smollm2-135m-instruct/sae-block15"
-# What 2 CPU cores afford, fixed before the run: ~300 labelled prompts x 4 rollouts of <= 128 tokens; an SAE of
-# 2048 latents (3.6 x d_model) on 200 tokens per latent, from the prompts plus standard-library prose.
+# What 2 CPU cores afford, fixed before the run: 240 labelled prompts x 4 rollouts of <= 256 tokens (a pilot of 8
+# prompts cut half of its rollouts at 128); an SAE of 2048 latents (3.6 x d_model) on 150 tokens per latent, from
+# the prompts plus standard-library prose.
 PREPARE = ["--sae", "auto", "--sae-d-sae", "2048", "--sae-k", "32", "--sae-context", "128", "--sae-batch-tokens", "1024",
-           "--sae-training-tokens", "409600", "--count", "300", "--k", "4", "--max-new-tokens", "128",
+           "--sae-training-tokens", "307200", "--count", "240", "--k", "4", "--max-new-tokens", "256",
            "--quality-count", "300", "--max-length", "256", "--seed", "0"]
-N_CORPUS, FOLDS = 2000, 5
+N_CORPUS, FOLDS = 1400, 5
 
 
 def log(msg: str) -> None:
@@ -60,15 +61,18 @@ def log(msg: str) -> None:
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> str:
-    """Run one `saerl-zoo` command as a user would; its output is echoed and returned."""
+    """Run one `saerl-zoo` command as a user would; its output is echoed as it comes (progress bars on stderr) and
+    its stdout returned."""
     command = [str(Path(sys.executable).with_name("saerl-zoo")), *args]
     log("$ saerl-zoo " + " ".join(args))
-    done = subprocess.run(command, text=True, capture_output=True, env={**os.environ, **(env or {})})
-    sys.stdout.write(done.stdout)
-    if done.returncode:
-        sys.stderr.write(done.stderr)
-        raise SystemExit(f"saerl-zoo {args[0]} failed ({done.returncode})")
-    return done.stdout
+    with subprocess.Popen(command, text=True, stdout=subprocess.PIPE, env={**os.environ, **(env or {})}) as proc:
+        lines = []
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            lines.append(line)
+    if proc.returncode:
+        raise SystemExit(f"saerl-zoo {args[0]} failed ({proc.returncode})")
+    return "".join(lines)
 
 
 def write_corpus(path: Path, n: int, seed: int) -> None:

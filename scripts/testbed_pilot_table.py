@@ -3,7 +3,7 @@
 (from a build's ``competence.json``) and the pilots (``result.json`` of each
 testbed_pilot.py run).
 
-Run:  python scripts/testbed_pilot_table.py runs/testbed runs/pilots/* > benchmarks/results/testbed_pilots.md
+Run:  python scripts/testbed_pilot_table.py runs/testbed runs/pilots/* > benchmarks/results/reproduce/pilots.md
 """
 
 from __future__ import annotations

@@ -142,6 +142,13 @@ def _jsonl(name):
     return [json.loads(line) for line in (DEFAULT / name).read_text().splitlines()]
 
 
+def test_shipped_eval_set_shares_no_prompt_with_the_pool():
+    """The reproduction's held-out problems (issue 14): at least 1000, none also a pool prompt, whitespace aside."""
+    norm = lambda text: " ".join(text.split())  # noqa: E731
+    held = [norm(r["prompt"]) for r in _jsonl("eval_prompts.jsonl")]
+    assert len(held) >= 1000 and not set(held) & {norm(r["prompt"]) for r in _jsonl("prompts.jsonl")}
+
+
 @pytest.mark.skipif(not (DEFAULT / "build_info.json").exists(), reason="embedded default not built")
 def test_shipped_default_is_this_pool():
     """The shipped prompts are exactly build_pool(...) of the recorded build:
