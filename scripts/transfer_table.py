@@ -17,7 +17,7 @@ between the two was read both ways:
 
 For each pair, pairing (prompt-level pooled / token-level by character
 offsets) and method (ridge, Procrustes after whitening, CCA, identity
-baseline), a stitch is fitted on a shared corpus (held-out task problems +
+baseline), a stitch is fitted on a shared corpus (problems with worked solutions +
 Python standard-library docstrings as generic text) and evaluated on the
 embedded 2000-prompt pool against the host's native pipeline
 (``saerl_zoo.transfer.TransferEvaluation``). B's layer is chosen by held-out
@@ -72,6 +72,7 @@ from saerl_zoo.transfer import GroundTruth, RefitLabels, StitchedSAE, TextActiva
 from saerl_zoo.transfer.corpus import check_disjoint, disjoint_texts  # noqa: E402
 from saerl_zoo.transfer.evaluate import pooled_codes  # noqa: E402
 from saerl_zoo.transfer.fit import corpus_record  # noqa: E402
+from saerl_zoo.transfer.scorer import model_fingerprint  # noqa: E402
 from saerl_zoo.zoo.api import load_probe, load_sae  # noqa: E402
 
 T0 = time.time()
@@ -249,6 +250,7 @@ def run_pair(pair: Pair, corpus: list[str], out: Path, args) -> dict[str, Any]:
         test_index, y_test = truth.test_rows(kind, len(pool))
         result["surface_baselines"][kind] = compare_with_surface(pool, train_index, y_train, test_index, y_test,
                                                                  getattr(evaluation.curriculum, kind), kind, seed=args.seed)
+    fingerprints = (model_fingerprint(pair.model), model_fingerprint(pair.host))  # B's and A's: every use of a stitch checks them
     for pairing in PAIRINGS:
         ridge = None
         for method in METHODS:
@@ -256,7 +258,7 @@ def run_pair(pair: Pair, corpus: list[str], out: Path, args) -> dict[str, Any]:
             fit_kw = dict(target_layer=pair.target_layer, sae=pair.sae_name, pairing=pairing, method=method, seed=args.seed,
                           corpus={"path": str(out / "corpus.jsonl"), "n_texts": len(corpus)},
                           source_model=pair.source_model, target_model=pair.sae.cfg.metadata.get("model_name"),
-                          preprocessing=preprocessing)
+                          source_fingerprint=fingerprints[0], target_fingerprint=fingerprints[1], preprocessing=preprocessing)
             stitch = fit_stitch(b_corpus, a_corpus, source_layer=None if ridge is None else ridge.config.source_layer, **fit_kw)
             ridge = ridge or stitch
             stitch.save(out / "stitches" / pair.name / f"{pairing}-{method}")
@@ -442,7 +444,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", default="tiny,cross")
     p.add_argument("--tiny-b", type=Path, default=ROOT / "runs" / "tiny_b" / "model")
     p.add_argument("--n-pool", type=int, default=2000, help="evaluate on the first N pool prompts (less only for smoke runs)")
-    p.add_argument("--n-task", type=int, default=1000, help="task problems (with answers) in the fitting corpus")
+    p.add_argument("--n-task", type=int, default=1000, help="problems with worked solutions in the fitting corpus")
     p.add_argument("--n-generic", type=int, default=500, help="generic paragraphs in the fitting corpus")
     p.add_argument("--max-length", type=int, default=64, help="tokens per text (cross-family pair); the SAE caps it at the context it records")
     p.add_argument("--cross-host", type=Path, default=ROOT / "runs" / "byom_smollm2" / "prepare",
@@ -518,7 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), {platform.system()}, Python {platform.python_version()}, torch {torch.__version__}",
         "threads": args.threads,
         "resumed_pairs": resumed,
-        "corpus": f"{len(corpus)} texts: {args.n_task} held-out task problems with answers + {args.n_generic} Python standard-library docstring "
+        "corpus": f"{len(corpus)} texts: {args.n_task} problems with worked solutions (the policy's training split) + {args.n_generic} Python standard-library docstring "
                   "paragraphs, none containing a pool prompt",
         "n_pool": args.n_pool,
         "args": {k: os.path.relpath(v, ROOT) if isinstance(v, Path) else v for k, v in vars(args).items()},
