@@ -36,6 +36,7 @@ DEFAULT_BATCH_TOKENS = 4096  # sae-lens's default train_batch_size_tokens
 STORE_BATCH_PROMPTS, BUFFER_BATCHES = 32, 20  # sae-lens's defaults (its buffer holds BUFFER_BATCHES x row-length tokens)
 BUFFER_TRAIN_BATCHES = 4  # ... raised so that it holds at least this many training batches, for mixing
 SINK_SAMPLE_ROWS = 64  # training rows measured for attention sinks before training
+CENTER_SAMPLE_ROWS = 256  # training rows whose mean activation starts the decoder bias
 DEAD_FEATURE_WINDOW = 50  # steps without firing after which sae-lens counts a latent dead (train_sae's default)
 MIN_WINDOWS = 2  # a run must last at least this many dead-feature windows (see check_budget)
 MIN_TOKENS_PER_LATENT = 100  # ... and see at least this many tokens per latent
@@ -327,6 +328,8 @@ def train_sae_folder(
     real = sum(1 for row in rows for t in row if t not in excluded)
     ratio, sinks = _attention_sinks(outlier_norm_ratio, lm, point, rows, tokenizer.pad_token_id, tuple(excluded), echo)
     skip = sinks.skip_leading if sinks else 0
+    center = site_activations(lm, point, rows[:CENTER_SAMPLE_ROWS], tokenizer.pad_token_id, tuple(excluded), batch_size=32,
+                              outlier_norm_ratio=ratio).mean(0)  # the decoder bias starts here (see train_sae)
     echo(f"train-sae: {arch} k={k}, d_sae={d_sae:,} on {point.module_name} ({site}) of {model_id or model}; "
          f"{training_tokens:,} tokens from {len(train):,} texts ({real:,} tokens, {training_tokens / max(real, 1):.1f} passes), "
          f"{len(heldout):,} held out")
@@ -336,7 +339,7 @@ def train_sae_folder(
         training_tokens=training_tokens, exclude_token_ids=excluded, batch_tokens=batch_tokens, lr=lr, arch=arch,
         dead_feature_window=DEAD_FEATURE_WINDOW, store_batch_size_prompts=store_batch_prompts,
         n_batches_in_buffer=max(buffer_batches, math.ceil(BUFFER_TRAIN_BATCHES * batch_tokens / len(rows[0]))), dataset_label=f"saerl-zoo train-sae: {len(train)} texts",
-        device=device, seed=seed, skip_leading=skip,
+        device=device, seed=seed, skip_leading=skip, b_dec_init=center,
     )
     seconds = time.time() - started
     meta = sae.cfg.metadata

@@ -60,6 +60,7 @@ def train_sae(
     device: str = "cpu",
     seed: int = 0,
     skip_leading: int = 0,
+    b_dec_init: torch.Tensor | None = None,
 ) -> Any:
     """Train a TopK (or BatchTopK) SAE on the output of decoder block ``layer``
     (or of the module ``hook_name``, a Hugging Face module path) with sae-lens's
@@ -69,11 +70,14 @@ def train_sae(
     wrapped as sae-lens wraps its own; ``model_path`` is then only recorded as
     the SAE's ``model_name``. ``skip_leading`` positions of every row are left
     out of training (sae-lens's ``seqpos_slice``): an attention sink at the
-    first token would otherwise dominate the reconstruction loss. Returns the
-    trained sae-lens SAE."""
+    first token would otherwise dominate the reconstruction loss.
+    ``b_dec_init`` starts the decoder bias there (the activations' mean, as
+    sparsify and OpenAI's TopK SAEs start it): sae-lens starts it at zero, and a
+    residual stream whose mean is far from zero (SmolLM2's is ~130 in norm)
+    leaves a short run unable to reach it. Returns the trained sae-lens SAE."""
     import datasets
     from sae_lens import (BatchTopKTrainingSAEConfig, LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner,
-                          LoggingConfig, TopKTrainingSAEConfig)
+                          LoggingConfig, TopKTrainingSAEConfig, TrainingSAE, TrainingSAEConfig)
     from sae_lens.load_model import load_model
 
     if arch not in ("topk", "batchtopk"):
@@ -107,7 +111,12 @@ def train_sae(
         lm = HookedProxyLM(model, tokenizer, hook_names=[hook_name])
     dataset = datasets.Dataset.from_dict({"input_ids": rows})
     torch.manual_seed(seed)
-    return LanguageModelSAETrainingRunner(cfg, override_model=lm, override_dataset=dataset).run()
+    sae = None
+    if b_dec_init is not None:
+        sae = TrainingSAE.from_dict(TrainingSAEConfig.from_dict(cfg.get_training_sae_cfg_dict()).to_dict())
+        with torch.no_grad():
+            sae.b_dec.copy_(b_dec_init.to(sae.b_dec))
+    return LanguageModelSAETrainingRunner(cfg, override_model=lm, override_dataset=dataset, override_sae=sae).run()
 
 
 def block_outputs(model: Any, layer: int, rows: list[list[int]], pad_id: int, exclude_ids: tuple[int, ...] = (),

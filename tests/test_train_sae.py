@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -259,3 +260,31 @@ def test_bad_outlier_ratio_is_refused_before_the_model_loads(ws, tmp_path, value
                  "--outlier-norm-ratio", value, *SMALL)
     assert result.exit_code != 0 and message in result.output, result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_the_decoder_bias_starts_at_the_activations_mean(ws, tmp_path, monkeypatch):
+    """A residual stream centred far from zero (SmolLM2's mean is ~130 in norm): sae-lens starts b_dec at zero and a
+    short run never gets there; started at the mean, the SAE reconstructs and its bias stays near the centre."""
+    import saerl_zoo.models as models
+
+    root, _ = ws
+    real = models.load_model
+    offset = {}
+
+    def load(*args, **kwargs):
+        model, tokenizer = real(*args, **kwargs)
+        shift = offset.setdefault("v", torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0)) * 50)
+
+        def shifted(_module, _args, output):
+            return (output[0] + shift, *output[1:]) if isinstance(output, tuple) else output + shift
+
+        model.model.layers[0].register_forward_hook(shifted)
+        return model, tokenizer
+
+    monkeypatch.setattr(models, "load_model", load)
+    ok("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / "sae", *SMALL)
+    from saerl_zoo.zoo.api import load_sae
+
+    b_dec = load_sae(tmp_path / "sae").b_dec.detach()
+    assert (b_dec - offset["v"]).norm() < 0.2 * offset["v"].norm()
+    assert json.loads((tmp_path / "sae" / "sae_metrics.json").read_text())["explained_variance"] > 0.5
