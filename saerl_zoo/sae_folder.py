@@ -326,10 +326,13 @@ def train_sae_folder(
     excluded = sorted(special_token_ids(tokenizer) | {tokenizer.pad_token_id})
     rows = trim_padding(sae_sequences(tokenizer, train, context), tokenizer.pad_token_id)
     real = sum(1 for row in rows for t in row if t not in excluded)
-    ratio, sinks = _attention_sinks(outlier_norm_ratio, lm, point, rows, tokenizer.pad_token_id, tuple(excluded), echo)
+    # prompts come first in `rows`, then corpus texts: the samples are drawn from all of them
+    order = np.random.default_rng(seed).permutation(len(rows))
+    ratio, sinks = _attention_sinks(outlier_norm_ratio, lm, point, [rows[i] for i in sorted(order[:SINK_SAMPLE_ROWS])],
+                                    tokenizer.pad_token_id, tuple(excluded), echo)
     skip = sinks.skip_leading if sinks else 0
-    center = site_activations(lm, point, rows[:CENTER_SAMPLE_ROWS], tokenizer.pad_token_id, tuple(excluded), batch_size=32,
-                              outlier_norm_ratio=ratio).mean(0)  # the decoder bias starts here (see train_sae)
+    center = site_activations(lm, point, [rows[i] for i in sorted(order[:CENTER_SAMPLE_ROWS])], tokenizer.pad_token_id,
+                              tuple(excluded), batch_size=32, outlier_norm_ratio=ratio).mean(0)  # where b_dec starts (train_sae)
     echo(f"train-sae: {arch} k={k}, d_sae={d_sae:,} on {point.module_name} ({site}) of {model_id or model}; "
          f"{training_tokens:,} tokens from {len(train):,} texts ({real:,} tokens, {training_tokens / max(real, 1):.1f} passes), "
          f"{len(heldout):,} held out")
@@ -368,13 +371,13 @@ def train_sae_folder(
 
 def _attention_sinks(setting: float | str | None, lm: Any, point: Any, rows: list[list[int]], pad_id: int,
                      excluded: tuple[int, ...], echo: Callable[[str], Any]) -> tuple[float | None, Any]:
-    """The sink ratio to record (None: keep every token) and the sinks measured on a sample of the training rows."""
+    """The sink ratio to record (None: keep every token) and the sinks measured on `rows`, a sample of the training rows."""
     from saerl_zoo.sae_training import SINK_NORM_RATIO, find_attention_sinks
 
     if setting is None:
         return None, None
     ratio = SINK_NORM_RATIO if setting == "auto" else float(setting)
-    sinks = find_attention_sinks(lm, point, rows[:SINK_SAMPLE_ROWS], pad_id, excluded, ratio)
+    sinks = find_attention_sinks(lm, point, rows, pad_id, excluded, ratio)
     if not sinks.found:
         return (None if setting == "auto" else ratio), sinks
     echo(f"train-sae: attention sinks (norm > {ratio:g}x their text's median) at the first token of {sinks.at_first} and at "

@@ -288,3 +288,37 @@ def test_the_decoder_bias_starts_at_the_activations_mean(ws, tmp_path, monkeypat
     b_dec = load_sae(tmp_path / "sae").b_dec.detach()
     assert (b_dec - offset["v"]).norm() < 0.2 * offset["v"].norm()
     assert json.loads((tmp_path / "sae" / "sae_metrics.json").read_text())["explained_variance"] > 0.5
+
+
+def test_sinks_are_looked_for_in_corpus_texts_too(ws, tmp_path, monkeypatch):
+    """Training rows hold the prompts first, then the corpus: a sink only the corpus texts have is still found."""
+    import saerl_zoo.models as models
+
+    root, _ = ws
+    real = models.load_model
+
+    def load(*args, **kwargs):
+        model, tokenizer = real(*args, **kwargs)
+        corpus_start = tokenizer.convert_tokens_to_ids("T")  # corpus lines start "The sum of", prompts "What is"
+
+        def sink(_module, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            rows = args[0].shape[0] if args else hidden.shape[0]
+            ids = sink.ids[:rows]
+            hidden[ids[:, 1] == corpus_start, 1] *= 1000.0
+            return output
+
+        def remember(_module, args, kwargs):
+            sink.ids = kwargs.get("input_ids", args[0] if args else None)
+
+        model.register_forward_pre_hook(remember, with_kwargs=True)
+        model.model.layers[0].register_forward_hook(sink)
+        return model, tokenizer
+
+    monkeypatch.setattr(models, "load_model", load)
+    result = ok("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--corpus", root / "corpus.txt",
+                "--out", tmp_path / "sae", *SMALL)
+    assert "attention sinks (norm > 10x their text's median) at the first token of" in result.output
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())["metadata"]
+    assert cfg["zoo_preprocessing"]["outlier_norm_ratio"] == 10.0
+    assert any("that training could not skip" in line for line in result.stderr.splitlines())  # only some rows have one
