@@ -122,7 +122,8 @@ def cross_validated(kind: str, X: dict[str, Any], y: np.ndarray, texts: list[str
 
     folds = (StratifiedKFold if kind == "quality" else KFold)(FOLDS, shuffle=True, random_state=seed)
     scores: dict[str, np.ndarray] = {}
-    for train, test in folds.split(np.zeros(len(y)), y):
+    for fold, (train, test) in enumerate(folds.split(np.zeros(len(y)), y)):
+        log(f"   {kind}: fold {fold + 1} of {FOLDS}")
         fitted = {name: (DifficultyProbe if kind == "difficulty" else QualityProbe).fit(m[train], y[train], seed=seed)
                   for name, m in X.items()}
         outs = {name: fitted[name].predict(m[test]) for name, m in X.items()}
