@@ -372,7 +372,7 @@ def markdown(results: dict[str, Any], meta: dict[str, Any]) -> str:
         if res.get("surface_baselines"):
             lines += surface_lines(res) + [
                 f"- Preprocessing, read from the SAE folder (`saerl_zoo.preprocessing.sae_preprocessing`) and recorded in every stitch: "
-                f"{json.dumps(res['preprocessing'])}.", ""]
+                f"{json.dumps(res['preprocessing'], sort_keys=True)}.", ""]
         gaps = all("native_minus_transferred" in r["eval"]["probes"] for r in res["rows"])
         lines += [
             "| pairing | method | B layer | map EV, corpus held-out (identity) | map EV on pool: tokens / prompts | SAE L0 / EV on mapped | SAE recon EV vs A | feature r | difficulty ρ: transferred / refit | quality AUROC: transferred / refit | "
