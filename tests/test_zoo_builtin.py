@@ -115,3 +115,17 @@ def test_publish_default_dry_run(offline_hub, tmp_path, capsys):
         card = validate_card(ModelCard.load(readme))
         assert card.data.base_model.endswith("/saerl-tiny-math-policy")
     assert ModelCard.load(next(r for r in readmes if r not in artifact_cards)).data.library_name == "transformers"
+
+
+@needs_default
+def test_builtin_entries_describe_the_task_set_the_default_was_built_on():
+    """The cards said "seven reasoning-gym families" after the default became the worked-solution test bed."""
+    from saerl_zoo.tasks import WORKED_FAMILIES
+
+    if json.loads((DEFAULT_DIR / "build_info.json").read_text())["args"]["tasks"] != "worked":
+        pytest.skip("the embedded default is not the worked-solution one")
+    for entry in builtin_entries:
+        text = json.dumps(entry.to_dict())
+        assert "reasoning-gym" not in text, entry.name
+        if entry.kind != "sae":
+            assert all(family in " ".join(entry.limitations) for family in WORKED_FAMILIES), entry.limitations

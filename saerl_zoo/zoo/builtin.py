@@ -32,6 +32,16 @@ def _round(d: dict[str, Any], nd: int = 4) -> dict[str, Any]:
     return {k: round(v, nd) if isinstance(v, float) else v for k, v in d.items()}
 
 
+def _pool_kind(tasks: str) -> dict[str, str]:
+    """What the embedded pool is made of, in words, for the task set its build recorded (build_default's --tasks)."""
+    from saerl_zoo.tasks import FAMILIES, WORKED_FAMILIES
+
+    if tasks == "worked":
+        return {"texts": "prompt + worked solution", "families": f"{len(WORKED_FAMILIES)} worked-solution arithmetic families "
+                f"({', '.join(WORKED_FAMILIES)})"}
+    return {"texts": "prompt + answer, reasoning-gym generators", "families": f"{len(FAMILIES)} reasoning-gym arithmetic families"}
+
+
 def default_entries(default_dir: Path | None = None, *, package_prefix: str = "default", reference: bool = True) -> list[Artifact]:
     """Catalog entries for the embedded default found in `default_dir` (paths stored relative to the package)."""
     from saerl_zoo.embedded import DEFAULT_DIR
@@ -51,6 +61,7 @@ def default_entries(default_dir: Path | None = None, *, package_prefix: str = "d
     tokenizer_sha = sha256_file(root / "model" / "tokenizer.json") if (root / "model" / "tokenizer.json").is_file() else None
     seed = info.get("seed", args.get("seed", 0))
     n_pool = args.get("n_pool", 2000)
+    pool_kind = _pool_kind(args.get("tasks", "reasoning_gym"))
     n_label = int(args.get("label_fraction", 0.1) * n_pool)
     common: dict[str, Any] = {
         "model": {"id": HOST_MODEL_ID, "package_path": f"{package_prefix}/model"},
@@ -83,7 +94,7 @@ def default_entries(default_dir: Path | None = None, *, package_prefix: str = "d
             "eval_set": eval_set,
         },
         "training": {
-            "data": "clean tiny-math training texts (prompt + answer) and the pool's prompts, reasoning-gym generators",
+            "data": f"clean tiny-math training texts ({pool_kind['texts']}) and the pool's prompts",
             "tokens": args.get("sae_tokens", 1_000_000),
             "steps": int(args.get("sae_tokens", 1_000_000)) // int(args.get("sae_batch", 1024)),
             "batch_tokens": args.get("sae_batch", 1024),
@@ -139,7 +150,7 @@ def default_entries(default_dir: Path | None = None, *, package_prefix: str = "d
                 "command": BUILD_COMMAND,
             },
             "limitations": [
-                "Fitted only on the seven reasoning-gym arithmetic families of the embedded pool; scores on other domains are not meaningful.",
+                f"Fitted only on the {pool_kind['families']} of the embedded pool; scores on other domains are not meaningful.",
                 f"Reads codes of {SAE_NAME} only: features of any other SAE (or layer) make its scores meaningless.",
                 "Held-out metrics come from a few dozen labelled prompts and are noisy.",
             ],
