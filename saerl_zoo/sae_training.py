@@ -205,4 +205,3 @@ def find_attention_sinks(model: Any, point: Any, rows: list[list[int]], pad_id: 
         elsewhere += int(sink.sum()) - int(is_first_sink.sum())
         firsts |= {int(p) for p, r in zip(first, rows_with) if r}
     return AttentionSinks(ratio, len(rows), tokens, at_first, elsewhere, tuple(sorted(firsts)))
-

@@ -86,7 +86,7 @@ GENERIC_MODULES = (
     "secrets", "shutil", "socket", "sqlite3", "statistics", "string", "subprocess", "tarfile", "tempfile", "textwrap",
     "threading", "timeit", "typing", "unittest", "urllib.parse", "uuid", "zipfile",
 )
-SMOLLM2_ID, GEMMA3_ID = "HuggingFaceTB/SmolLM2-135M-Instruct", "google/gemma-3-270m"
+GEMMA3_ID = "google/gemma-3-270m"
 TINY_B_COMMAND = ("python scripts/build_default.py --out runs/tiny_b --stop-after lm --hidden 192 --intermediate 576 "
                   "--layers 6 --heads 6 --lm-steps 1500")
 

@@ -94,7 +94,7 @@ def _derive_entry(folder: Path, fmt: str, sae: Any, features: str | None = None)
     return out
 
 
-def _read_like(features: str, cat: Any, catalog: str | Path | None) -> dict[str, Any]:
+def _fields_of_sae(features: str, cat: Any, catalog: str | Path | None) -> dict[str, Any]:
     """The model, hook and preprocessing of the SAE `features` names, which a probe on its codes shares: from the
     catalog file being written (where its SAE was just published), else the active catalog; {} when neither knows it."""
     from saerl_zoo.zoo.registry import read_catalog_file
@@ -222,7 +222,7 @@ def publish(
     features = (entry or {}).get("features") or base.get("features")
     derived = _derive_entry(src_folder, fmt, sae, features)
     if fmt == "probe" and features:
-        derived = _deep_merge(derived, _read_like(features, cat, catalog))
+        derived = _deep_merge(derived, _fields_of_sae(features, cat, catalog))
     raw = _deep_merge(_deep_merge(derived, base), entry or {})
     raw["name"] = name or raw.get("name") or repo_id.split("/")[1]
     kind = raw.get("kind")
