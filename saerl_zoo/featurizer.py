@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from saerl_zoo.errors import UserError, numbered_prompts
 from saerl_zoo.hooks import HookPoint, HookSpec, bind, block_output_layer, capture, decoder_layers, resolve, sae_input, text_config
 from saerl_zoo.models import special_token_mask
-from saerl_zoo.preprocessing import SaePreprocessing, sae_preprocessing
+from saerl_zoo.preprocessing import SaePreprocessing, record_preprocessing, sae_preprocessing
 from saerl_zoo.storage import load_csr, read_json, read_metadata, save_csr, write_json
 
 Pooling = Literal["mean", "max"]
@@ -529,7 +529,7 @@ def featurize(
     return (X, FeaturizeInfo(len(job.prompts), job.max_length, n_truncated)) if return_info else X
 
 
-def raw_activation_sae(d_in: int, layer: int) -> Any:
+def raw_activation_sae(d_in: int, layer: int, like: Any | None = None) -> Any:
     """A lossless stand-in SAE whose codes are the raw residual stream itself.
 
     Published work finds SAE probes do not always beat probes on the raw
@@ -539,6 +539,10 @@ def raw_activation_sae(d_in: int, layer: int) -> Any:
     into its positive and negative parts (d_sae = 2·d_in); decoding with
     ``[I; -I]`` gives the input back exactly, and pooled codes hold the pooled
     activation (``mean(x) = mean(relu(x)) - mean(relu(-x))``).
+
+    Pass the SAE it stands in for as `like`: the baseline then reads the same
+    tokens (context, special tokens, attention sinks, BOS), so a gap between
+    the two arms comes from the features, not from a different token window.
     """
     from sae_lens import StandardSAE, StandardSAEConfig
 
@@ -551,4 +555,6 @@ def raw_activation_sae(d_in: int, layer: int) -> Any:
         sae.W_dec.copy_(torch.cat([eye, -eye], 0))
         sae.b_enc.zero_()
         sae.b_dec.zero_()
+    if like is not None:
+        record_preprocessing(sae, **sae_preprocessing(like).to_dict())
     return sae.requires_grad_(False)

@@ -70,13 +70,17 @@ def sae_preprocessing(sae: Any) -> SaePreprocessing:
 
 
 def record_preprocessing(sae: Any, *, context_length: int | None = None, special_tokens: str = "drop",
-                         outlier_norm_ratio: float | None = None) -> SaePreprocessing:
+                         outlier_norm_ratio: float | None = None, prepend_bos: bool | None = None) -> SaePreprocessing:
     """Write the choices into `sae.cfg.metadata` (saved in cfg.json by `save_sae`) and return them as read back.
 
     Call it before saving the folder: the folder, not the object in memory, is
-    what the CLI and every later run read.
+    what the CLI and every later run read. `prepend_bos` is sae-lens's own
+    field; None leaves it as the SAE has it. `record_preprocessing(b,
+    **sae_preprocessing(a).to_dict())` makes `b` read text exactly as `a` does.
     """
     meta = sae.cfg.metadata
+    if prepend_bos is not None:
+        meta.prepend_bos = bool(prepend_bos)
     setattr(meta, METADATA_KEY, {**(meta.get(METADATA_KEY) or {}), "context_length": context_length,
                                  "special_tokens": special_tokens, "outlier_norm_ratio": outlier_norm_ratio})
     return sae_preprocessing(sae)

@@ -339,7 +339,7 @@ def featurize_pool(kind: str, prompts: list[str], folder: Path, cache_dir: Path)
     model, tokenizer = load_model(folder / "model")
     sae = load_sae(folder / "sae")
     if kind == "raw":
-        sae = raw_activation_sae(model.config.hidden_size, resolve_layer(model, sae, None))
+        sae = raw_activation_sae(model.config.hidden_size, resolve_layer(model, sae, None), like=sae)
     return featurize(prompts, model, tokenizer, sae, cache_dir=cache_dir / kind, progress=False)
 
 

@@ -90,7 +90,7 @@ def raw_features(out: Path, prepared: Path, model_dir: str, max_length: int) -> 
     from saerl_zoo.data import load_rows
     from saerl_zoo.featurizer import raw_activation_sae
     from saerl_zoo.hooks import layer_from_hook_name
-    from saerl_zoo.preprocessing import record_preprocessing, sae_preprocessing
+    from saerl_zoo.preprocessing import sae_preprocessing
     from saerl_zoo.zoo.api import load_sae
 
     sae = load_sae(str(prepared / "sae"))
@@ -99,9 +99,7 @@ def raw_features(out: Path, prepared: Path, model_dir: str, max_length: int) -> 
     if all(p.exists() for p in paths.values()):
         return {"seconds": read_json(out / "raw_features.json")["seconds"], "preprocessing": pre.to_dict()}
     model, tok = load_model(model_dir)
-    raw = raw_activation_sae(model.config.hidden_size, layer_from_hook_name(sae.cfg.metadata.hook_name))
-    record_preprocessing(raw, context_length=pre.context_length, special_tokens=pre.special_tokens,
-                         outlier_norm_ratio=pre.outlier_norm_ratio)
+    raw = raw_activation_sae(model.config.hidden_size, layer_from_hook_name(sae.cfg.metadata.hook_name), like=sae)
     started = time.time()
     sources = {"pool": out / "prompts.jsonl", "quality": prepared / "labels" / "quality_labels.jsonl"}
     for name, path in paths.items():

@@ -597,13 +597,12 @@ def pool_features(args: argparse.Namespace, model: Any, tokenizer: Any, items: l
     from saerl_zoo.featurizer import featurize, raw_activation_sae
 
     texts = [reading_text(tokenizer, i["question"]) for i in items]
-    raw = raw_activation_sae(model.config.hidden_size, args.layer)  # built here, never saved: its policy is set on it
-    record_preprocessing(raw, outlier_norm_ratio=SINK_NORM_RATIO)
-    saes = {"sae": check_sink_dropping(SAE.load_from_disk(str(args.out / "sae"), device="cpu"), str(args.out / "sae")), "raw": raw}
+    sae = check_sink_dropping(SAE.load_from_disk(str(args.out / "sae"), device="cpu"), str(args.out / "sae"))
+    saes = {"sae": sae, "raw": raw_activation_sae(model.config.hidden_size, args.layer, like=sae)}
     features, costs = {}, {}
-    for kind, sae in saes.items():
-        def codes(sae: Any = sae, kind: str = kind) -> Any:
-            return featurize(texts, model, tokenizer, sae, cache_dir=args.out / "features" / kind, batch_size=64)
+    for kind, reader in saes.items():
+        def codes(reader: Any = reader, kind: str = kind) -> Any:
+            return featurize(texts, model, tokenizer, reader, cache_dir=args.out / "features" / kind, batch_size=64)
 
         costs[kind] = cached(args.out / "features" / f"{kind}.json", params, lambda codes=codes: {"n": codes().shape[0]})
         features[kind] = codes()  # read back from featurize's cache

@@ -215,3 +215,18 @@ def test_raw_activation_sae_codes_are_the_residual_stream(prompts, tiny_model, t
     d = tiny_model.config.hidden_size
     real = acts[~enc["special_tokens_mask"][0].bool()].mean(0)
     np.testing.assert_allclose(pooled[:d] - pooled[d:], real.detach().numpy(), atol=1e-5, rtol=1e-4)
+
+
+def test_raw_activation_sae_reads_the_tokens_of_the_sae_it_stands_in_for(tiny_model, tokenizer):
+    """The raw baseline built `like` an SAE takes its context cap, special-token, sink and BOS policy."""
+    from saerl_zoo.preprocessing import record_preprocessing, sae_preprocessing
+
+    sae = make_tiny_sae(32)
+    record_preprocessing(sae, context_length=4, special_tokens="keep", outlier_norm_ratio=7.5, prepend_bos=False)
+    raw = fz.raw_activation_sae(tiny_model.config.hidden_size, layer=1, like=sae)
+    assert sae_preprocessing(raw) == sae_preprocessing(sae)
+    assert sae_preprocessing(fz.raw_activation_sae(tiny_model.config.hidden_size, layer=1)).context_length is None
+    record_preprocessing(raw, context_length=4, special_tokens="keep")  # the window alone, no sink rule
+    long = featurize(["abcdefgh"], tiny_model, tokenizer, raw, progress=False).toarray()[0]
+    short = featurize(["abcd"], tiny_model, tokenizer, raw, progress=False).toarray()[0]
+    np.testing.assert_allclose(long, short, rtol=1e-4, atol=1e-6)  # both read their first 4 tokens
