@@ -156,6 +156,18 @@ def test_hook_filter(rows, query, check):
     assert len(found) == sum(1 for r in rows if r.hook is not None and check(r))
 
 
+def test_hook_filter_matches_whole_dotted_parts_of_module_paths():
+    """`model.layers.1` names block 1: never block 10 or 19 (a substring match picked those)."""
+    def row(hook):
+        return directory.SaeRow(hook, "sae", "m", hook, "module_out", None, 8, "sae-lens", "r")
+
+    rows = [row(h) for h in ("model.layers.1", "model.layers.1.mlp", "model.layers.10", "model.layers.19",
+                             "model.layers.1:resid_out", "transformer.model.layers.1")]
+    assert [r.hook for r in directory.filter_rows(rows, hook="model.layers.1")] == [
+        "model.layers.1", "model.layers.1.mlp", "model.layers.1:resid_out", "transformer.model.layers.1"]
+    assert [r.hook for r in directory.filter_rows(rows, hook="layers.1.MLP")] == ["model.layers.1.mlp"]
+
+
 def test_zoo_rows_speak_the_resolvers_sites():
     zoo = directory.zoo_rows("sae")
     assert zoo and all(r.source == "zoo" and r.site == "resid_post" and r.hook.endswith(":resid_out") for r in zoo)

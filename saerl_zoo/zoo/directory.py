@@ -250,7 +250,8 @@ def model_matches(query: str, model: str) -> bool:
 
 def hook_matcher(query: str) -> Callable[[SaeRow], bool]:
     """`--hook`: a site (`resid_post`, `mlp_out`, `z`, or the catalog's `resid_out`), a layer (`12`),
-    a TransformerLens hook name (same site and layer, read by `hooks.parse_hook`), else a substring of the hook."""
+    a TransformerLens hook name (same site and layer, read by `hooks.parse_hook`), else whole dotted parts of
+    the hook (`model.layers.6` matches `model.layers.6` and `model.layers.6.mlp`, never `model.layers.60`)."""
     q = query.strip()
     sites = {*_CATALOG_SITES.values(), "embed", "resid_mid", "mlp_in", "z"}
     if q in sites or q in _CATALOG_SITES:
@@ -264,7 +265,8 @@ def hook_matcher(query: str) -> Callable[[SaeRow], bool]:
         spec = None
     if spec is not None and spec.module is None:
         return lambda row: (row.site, row.layer) == (spec.site, spec.layer)
-    return lambda row: row.hook is not None and q.lower() in row.hook.lower()
+    parts = re.compile(rf"(?:^|\.){re.escape(q)}(?:$|[.:])", re.IGNORECASE)
+    return lambda row: row.hook is not None and parts.search(row.hook) is not None
 
 
 def filter_rows(rows: Iterable[SaeRow], *, model: str | None = None, hook: str | None = None) -> list[SaeRow]:
