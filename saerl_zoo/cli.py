@@ -394,8 +394,8 @@ def label(ctx, kind, prompts, out, overwrite, fraction, count, seed, prompt_fiel
 def train_sae_cmd(model_path, prompts, prompt_field, corpus, text_field, out, overwrite, hook, arch, k, d_sae, training_tokens, context,
               heldout_fraction, batch_tokens, lr, seed, device, model_id, outlier_norm_ratio, gguf_file, trust_remote_code):
     """Train a TopK SAE (sae-lens) on your prompts into a zoo-ready folder, with held-out metrics and a model card."""
-    from saerl_zoo.data import load_rows
-    from saerl_zoo.sae_folder import ENTRY_NAME, read_texts, train_sae_folder
+    from saerl_zoo.data import load_rows, read_texts
+    from saerl_zoo.sae_folder import ENTRY_NAME, train_sae_folder
 
     result = train_sae_folder(
         model_path, [row[prompt_field] for row in load_rows(prompts, prompt_field)], out, training_tokens=training_tokens,

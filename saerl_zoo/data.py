@@ -72,6 +72,19 @@ def load_rows(path: str | os.PathLike[str], prompt_field: str | None = "prompt")
     return rows
 
 
+def read_texts(path: str | os.PathLike[str], field: str = "text") -> list[str]:
+    """Texts of a jsonl/parquet file (`field` of each row) or of a .txt file (one text per non-empty line)."""
+    path = Path(path)
+    if path.suffix == ".txt":
+        if not path.is_file():
+            raise FileNotFoundError(f"corpus file not found: {path}")
+        texts = [line for line in path.read_text().splitlines() if line.strip()]
+        if not texts:
+            raise ValueError(f"{path} holds no text")
+        return texts
+    return [row[field] for row in load_rows(path, field)]
+
+
 def index_by_id(rows: Sequence[dict[str, Any]], id_field: str, what: str) -> dict[Any, int]:
     """Map each row's id to its index; refuse a missing, non-scalar or repeated id (a label must match one prompt)."""
     position: dict[Any, int] = {}

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from saerl_zoo.errors import UserError, numbered_prompts
+from saerl_zoo.errors import numbered_prompts
 from saerl_zoo.hooks import HookPoint, HookSpec, bind, block_output_layer, capture, decoder_layers, resolve, sae_input, text_config
 from saerl_zoo.models import special_token_mask
 from saerl_zoo.preprocessing import SaePreprocessing, record_preprocessing, sae_preprocessing

@@ -206,7 +206,7 @@ def _middle_layer_choice(suggestions: list[Any]) -> Any:
 
 
 def _stage_sae(config: PrepareConfig, out: Path, echo: Callable[[str], Any]) -> tuple[str, dict[str, Any]]:
-    from saerl_zoo.data import load_rows
+    from saerl_zoo.data import load_rows, read_texts
     from saerl_zoo.storage import read_json, write_json
 
     record = out / "sae.json"
@@ -221,7 +221,7 @@ def _stage_sae(config: PrepareConfig, out: Path, echo: Callable[[str], Any]) -> 
         load_sae(chosen, device=config.device)  # fetch and check it now, not three stages later
         write_json(record, {"sae": chosen})
         return chosen, {"chosen": chosen}
-    from saerl_zoo.sae_folder import read_texts, train_sae_folder
+    from saerl_zoo.sae_folder import train_sae_folder
 
     prompts = [r[config.prompt_field] for r in load_rows(config.prompts, config.prompt_field)]
     corpus = read_texts(config.corpus) if config.corpus else ()

@@ -141,21 +141,6 @@ def quality_warnings(metrics: dict[str, Any]) -> list[str]:
     return out
 
 
-def read_texts(path: str | Path, field: str = "text") -> list[str]:
-    """Texts of a jsonl/parquet file (`field` of each row) or of a .txt file (one text per non-empty line)."""
-    from saerl_zoo.data import load_rows
-
-    path = Path(path)
-    if path.suffix == ".txt":
-        if not path.is_file():
-            raise FileNotFoundError(f"corpus file not found: {path}")
-        texts = [line for line in path.read_text().splitlines() if line.strip()]
-        if not texts:
-            raise UserError(f"{path} holds no text")
-        return texts
-    return [row[field] for row in load_rows(path, field)]
-
-
 def split_texts(texts: Sequence[str], heldout_fraction: float, seed: int, what: str) -> tuple[list[str], list[str]]:
     """(train, held-out): a seeded permutation's first round(fraction x n) texts are held out."""
     if not 0 < heldout_fraction < 1:

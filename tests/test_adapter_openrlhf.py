@@ -22,10 +22,8 @@ import importlib.util
 import os
 import subprocess
 import sys
-from itertools import islice
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import scipy.sparse as sp
 from test_diversity import blobs
 
 from saerl_zoo.curriculum import (

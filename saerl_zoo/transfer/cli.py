@@ -23,12 +23,6 @@ def _load_host(sae_name: str, host: str | None, device: str, trust_remote_code: 
     return load_host_model(get_catalog().get(sae_name), device=device)
 
 
-def _texts(path: Path, field: str) -> list[str]:
-    from saerl_zoo.data import load_rows
-
-    return [r[field] for r in load_rows(path, field)]
-
-
 @click.group("transfer")
 def transfer() -> None:
     """Use an SAE and its probes with another model (family or size).
@@ -44,7 +38,7 @@ def transfer() -> None:
 @click.option("--sae", "sae_name", required=True, help="The host SAE: catalog name or sae-lens folder.")
 @click.option("--from", "host", help="Host model A (folder or Hub id). Default: the SAE's catalog host.")
 @click.option("--to", "target", required=True, help="Model B (folder or Hub id) whose activations the stitch reads.")
-@click.option("--corpus", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="jsonl/parquet of shared texts.")
+@click.option("--corpus", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="jsonl/parquet of shared texts (--text-field of each row), or .txt with one text per line.")
 @click.option("--text-field", default="text", show_default=True, help="Field of each corpus row holding the text.")
 @click.option("--layer", type=int, help="B's decoder block. Default: chosen by held-out fit among --candidate-layers.")
 @click.option("--candidate-layers", help="Comma-separated blocks of B to choose from. Default: all.")
@@ -65,6 +59,7 @@ def transfer() -> None:
 def fit_cmd(sae_name, host, target, corpus, text_field, layer, candidate_layers, method, pairing, max_length, batch_size, seed,
             device, trust_remote_code, out, overwrite, catalog, name, model_id):
     """Fit a stitch from model B (--to) into the SAE's host model (--from)."""
+    from saerl_zoo.data import read_texts
     from saerl_zoo.models import load_model
     from saerl_zoo.storage import check_output
     from saerl_zoo.transfer.fit import fit_stitch_on_texts
@@ -79,7 +74,7 @@ def fit_cmd(sae_name, host, target, corpus, text_field, layer, candidate_layers,
     model, tokenizer = load_model(target, device=device, trust_remote_code=trust_remote_code)
     candidates = [int(x) for x in candidate_layers.split(",")] if candidate_layers else None
     stitch = fit_stitch_on_texts(
-        host_model, host_tokenizer, sae, model, tokenizer, _texts(corpus, text_field), source_layer=layer, candidate_layers=candidates,
+        host_model, host_tokenizer, sae, model, tokenizer, read_texts(corpus, text_field), source_layer=layer, candidate_layers=candidates,
         method=method, pairing=pairing, max_length=max_length, batch_size=batch_size, corpus_path=str(corpus), sae_name=sae_name,
         source_model=model_id or target, seed=seed,
     )
