@@ -276,21 +276,20 @@ def _same_ids(items: list[dict[str, Any]], truth: list[dict[str, Any]], what: st
 
 def load_pool(folder: Path) -> dict[str, Any]:
     """The folder's pool, its labelled subsets (as row numbers) and the ground truth."""
-    from saerl_zoo.data import load_rows
+    from saerl_zoo.data import align_labels, load_rows
 
     items = load_rows(folder / "prompts.jsonl")
     truth = load_rows(folder / "ground_truth.jsonl", None)
     _same_ids(items, truth, f"{folder} prompts.jsonl vs ground_truth.jsonl")
-    row = {item["id"]: n for n, item in enumerate(items)}
-    rates = load_rows(folder / "pass_rates.jsonl", None)
-    qlabels = load_rows(folder / "quality_labels.jsonl", None)
+    d_rows, pass_rates = align_labels(items, load_rows(folder / "pass_rates.jsonl", None), "pass_rate")
+    q_rows, labels = align_labels(items, load_rows(folder / "quality_labels.jsonl", None), "label")
     return {
         "items": items,
         "truth": truth,
-        "difficulty_rows": [row[r["id"]] for r in rates],
-        "difficulty_targets": [1.0 - r["pass_rate"] for r in rates],
-        "quality_rows": [row[q["id"]] for q in qlabels],
-        "quality_labels": [q["label"] for q in qlabels],
+        "difficulty_rows": d_rows.tolist(),
+        "difficulty_targets": (1.0 - pass_rates).tolist(),
+        "quality_rows": q_rows.tolist(),
+        "quality_labels": labels.tolist(),
     }
 
 

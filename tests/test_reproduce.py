@@ -456,3 +456,26 @@ def test_artifact_table_has_surface_baseline_rows_and_says_what_the_sae_adds(qui
             f"{sae['quality_auroc_vs_truth'] - 0.75:+.3f} AUROC (quality)") in text
     del report["surface_baselines"]
     assert "surface baseline" not in render_markdown(report)  # a report made before baselines renders as it did
+
+
+def test_load_pool_matches_labels_by_id_and_names_the_bad_line(tmp_path):
+    """The labelled subsets are joined through align_labels: an unknown or repeated id is refused with its line."""
+    import shutil
+
+    from saerl_zoo.embedded import default_path
+    from saerl_zoo.reproduce import load_pool
+
+    for name in ("prompts.jsonl", "ground_truth.jsonl", "pass_rates.jsonl", "quality_labels.jsonl"):
+        shutil.copy(default_path(name), tmp_path / name)
+    pool = load_pool(tmp_path)
+    ids = [item["id"] for item in pool["items"]]
+    rates = [json.loads(line) for line in (tmp_path / "pass_rates.jsonl").read_text().splitlines()]
+    assert [ids[n] for n in pool["difficulty_rows"]] == [r["id"] for r in rates]
+    assert pool["difficulty_targets"] == pytest.approx([1 - r["pass_rate"] for r in rates])
+    lines = (tmp_path / "pass_rates.jsonl").read_text().splitlines()
+    (tmp_path / "pass_rates.jsonl").write_text("\n".join([*lines, lines[0]]) + "\n")
+    with pytest.raises(ValueError, match=f"appears 2 times.*pass_rates.jsonl:{len(lines) + 1}"):
+        load_pool(tmp_path)
+    (tmp_path / "pass_rates.jsonl").write_text("\n".join([*lines, json.dumps({"id": "nope", "pass_rate": 0.5})]) + "\n")
+    with pytest.raises(ValueError, match=f"pass_rates.jsonl:{len(lines) + 1} names unknown prompt id 'nope'"):
+        load_pool(tmp_path)
