@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from saerl_zoo.preprocessing import SaePreprocessing, sae_preprocessing
 from saerl_zoo.transfer.activations import Pairs, TextActivations, make_pairs
@@ -65,7 +66,8 @@ def choose_and_score(pairs: Pairs, method: str, train: np.ndarray, test: np.ndar
 
 
 def select_layer(source: TextActivations, target: TextActivations, target_layer: int, candidates: Sequence[int],
-                 pairing: str = "token", seed: int = 0, heldout_fraction: float = 0.2) -> tuple[int, dict[int, float]]:
+                 pairing: str = "token", seed: int = 0, heldout_fraction: float = 0.2,
+                 progress: bool = False) -> tuple[int, dict[int, float]]:
     """B's layer whose ridge map predicts A's held-out activations best.
 
     Scored on the validation texts (best alpha), never on the test texts, whose
@@ -73,7 +75,7 @@ def select_layer(source: TextActivations, target: TextActivations, target_layer:
     """
     train, test = split_texts(source.n_texts, heldout_fraction, seed)
     scores = {}
-    for layer in candidates:
+    for layer in tqdm(candidates, desc="choose B's layer", unit="layer", disable=not progress):
         pairs = make_pairs(pairing, source, target, layer, target_layer)
         scores[int(layer)] = float(np.nanmax(list(choose_and_score(pairs, "ridge", train, test, seed)[2].values())))
     return max(scores, key=lambda k: (scores[k], -k)), scores
@@ -104,6 +106,7 @@ def fit_stitch(
     preprocessing: SaePreprocessing | None = None,
     heldout_fraction: float = 0.2,
     seed: int = 0,
+    progress: bool = False,
 ) -> StitchMap:
     """Fit the map from B's layer `source_layer` (chosen by held-out ridge fit among B's captured layers when None)
     to A's `target_layer`, on activations of both models over the same corpus.
@@ -125,7 +128,8 @@ def fit_stitch(
         raise ValueError(f"unknown pairing {pairing!r}; choose one of {PAIRINGS}")
     layer_scores = None
     if source_layer is None:
-        source_layer, layer_scores = select_layer(source, target, target_layer, sorted(source.layers), pairing, seed, heldout_fraction)
+        source_layer, layer_scores = select_layer(source, target, target_layer, sorted(source.layers), pairing, seed, heldout_fraction,
+                                                    progress)
     pairs = make_pairs(pairing, source, target, source_layer, target_layer)
     train, test = split_texts(source.n_texts, heldout_fraction, seed)
     knob, heldout_ev, knob_scores = choose_and_score(pairs, method, train, test, seed)
@@ -208,5 +212,5 @@ def fit_stitch_on_texts(
         source_layer=source_layer, method=method, pairing=pairing, corpus=corpus_record(texts, corpus_path),
         source_model=source_model, target_model=sae.cfg.metadata.get("model_name") or target.model,
         source_fingerprint=model_fingerprint(model), target_fingerprint=model_fingerprint(host_model), preprocessing=preprocessing,
-        seed=seed,
+        seed=seed, progress=progress,
     )
