@@ -389,10 +389,13 @@ def label(ctx, kind, prompts, out, overwrite, fraction, count, seed, prompt_fiel
 @click.option("--outlier-norm-ratio", type=OutlierRatio(), default="auto", show_default=True,
               help="Attention sinks: tokens above this many times their text's median norm are dropped by every reader "
                    "(and skipped in training when they sit at the first token). auto: 10 if the model has any; none: keep all.")
+@click.option("--b-dec-init", type=click.Choice(["mean", "geometric-median", "zero"]), default="mean", show_default=True,
+              help="Where the decoder bias starts: the mean or the geometric median (robust to a few high-norm tokens) "
+                   "of 256 training texts' activations, or zero (sae-lens's start).")
 @click.option("--gguf-file", help="Load --model from this GGUF file inside the folder.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own code (off unless you ask).")
 def train_sae_cmd(model_path, prompts, prompt_field, corpus, text_field, out, overwrite, hook, arch, k, d_sae, training_tokens, context,
-              heldout_fraction, batch_tokens, lr, seed, device, model_id, outlier_norm_ratio, gguf_file, trust_remote_code):
+              heldout_fraction, batch_tokens, lr, seed, device, model_id, outlier_norm_ratio, b_dec_init, gguf_file, trust_remote_code):
     """Train a TopK SAE (sae-lens) on your prompts into a zoo-ready folder, with held-out metrics and a model card."""
     from saerl_zoo.data import load_rows, read_texts
     from saerl_zoo.sae_folder import ENTRY_NAME, train_sae_folder
@@ -401,8 +404,8 @@ def train_sae_cmd(model_path, prompts, prompt_field, corpus, text_field, out, ov
         model_path, [row[prompt_field] for row in load_rows(prompts, prompt_field)], out, training_tokens=training_tokens,
         corpus=read_texts(corpus, text_field) if corpus is not None else (), hook=hook, arch=arch, k=k, d_sae=d_sae,
         context=context, heldout_fraction=heldout_fraction, batch_tokens=batch_tokens, lr=lr, seed=seed, device=device,
-        model_id=model_id, outlier_norm_ratio=outlier_norm_ratio, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
-        overwrite=overwrite, echo=click.echo,
+        model_id=model_id, outlier_norm_ratio=outlier_norm_ratio, b_dec_init=b_dec_init, gguf_file=gguf_file,
+        trust_remote_code=trust_remote_code, overwrite=overwrite, echo=click.echo,
     )
     m = result.metrics
     click.echo(f"wrote {out}: L0 {m['l0']:.1f}, explained variance {m['explained_variance']:.3f}, dead fraction "

@@ -37,6 +37,7 @@ STORE_BATCH_PROMPTS, BUFFER_BATCHES = 32, 20  # sae-lens's defaults (its buffer 
 BUFFER_TRAIN_BATCHES = 4  # ... raised so that it holds at least this many training batches, for mixing
 SINK_SAMPLE_ROWS = 64  # training rows measured for attention sinks before training
 CENTER_SAMPLE_ROWS = 256  # training rows whose mean activation starts the decoder bias
+B_DEC_INITS = ("mean", "geometric-median", "zero")  # where the decoder bias starts: that sample's centre, or sae-lens's zero
 DEAD_FEATURE_WINDOW = 50  # steps without firing after which sae-lens counts a latent dead (train_sae's default)
 MIN_WINDOWS = 2  # a run must last at least this many dead-feature windows (see check_budget)
 MIN_TOKENS_PER_LATENT = 100  # ... and see at least this many tokens per latent
@@ -248,6 +249,7 @@ def train_sae_folder(
     device: str = "cpu",
     model_id: str | None = None,
     outlier_norm_ratio: float | str | None = "auto",
+    b_dec_init: str = "mean",
     gguf_file: str | None = None,
     trust_remote_code: bool = False,
     overwrite: bool = False,
@@ -270,7 +272,9 @@ def train_sae_folder(
     metrics drop them too), and when the sinks sit at every row's first token,
     as in a model without BOS, training skips that position; sae-lens's runner
     cannot drop tokens by norm, so sinks elsewhere are trained on and named in
-    the warnings. With `overwrite` an existing `out` is
+    the warnings. `b_dec_init` starts the decoder bias at the mean or the
+    geometric median of a sample of training activations (see
+    `sae_training.train_sae`), or with "zero" where sae-lens starts it. With `overwrite` an existing `out` is
     replaced whole: an SAE folder is one artifact, and a file left from another
     run must not sit next to the new weights. sae-lens's activation buffer holds
     `buffer_batches` x `store_batch_prompts` rows (more rows shuffle better
@@ -287,6 +291,8 @@ def train_sae_folder(
         raise UserError(f"--context must be at least 2 tokens, got {context}")
     if outlier_norm_ratio not in (None, "auto") and (isinstance(outlier_norm_ratio, (bool, str)) or not outlier_norm_ratio > 1):
         raise UserError(f"--outlier-norm-ratio must be 'auto', 'none' or a number above 1, got {outlier_norm_ratio!r}")
+    if b_dec_init not in B_DEC_INITS:
+        raise UserError(f"--b-dec-init must be one of {', '.join(B_DEC_INITS)}, got {b_dec_init!r}")
     config = _model_config(model, gguf_file, trust_remote_code)
     d_in = int(config.hidden_size)
     d_sae = d_sae or EXPANSION * d_in
@@ -300,7 +306,7 @@ def train_sae_folder(
 
     from saerl_zoo.models import load_model, special_token_ids
     from saerl_zoo.preprocessing import record_preprocessing
-    from saerl_zoo.sae_training import sae_sequences, site_activations, train_sae
+    from saerl_zoo.sae_training import geometric_median, sae_sequences, site_activations, train_sae
     from saerl_zoo.storage import atomic_folder, write_json
 
     lm, tokenizer = load_model(model, device=device, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
@@ -316,8 +322,11 @@ def train_sae_folder(
     ratio, sinks = _attention_sinks(outlier_norm_ratio, lm, point, [rows[i] for i in sorted(order[:SINK_SAMPLE_ROWS])],
                                     tokenizer.pad_token_id, tuple(excluded), echo)
     skip = sinks.skip_leading if sinks else 0
-    center = site_activations(lm, point, [rows[i] for i in sorted(order[:CENTER_SAMPLE_ROWS])], tokenizer.pad_token_id,
-                              tuple(excluded), batch_size=32, outlier_norm_ratio=ratio).mean(0)  # where b_dec starts (train_sae)
+    center = None  # where b_dec starts (train_sae)
+    if b_dec_init != "zero":
+        sample = site_activations(lm, point, [rows[i] for i in sorted(order[:CENTER_SAMPLE_ROWS])], tokenizer.pad_token_id,
+                                  tuple(excluded), batch_size=32, outlier_norm_ratio=ratio)
+        center = sample.mean(0) if b_dec_init == "mean" else geometric_median(sample)
     echo(f"train-sae: {arch} k={k}, d_sae={d_sae:,} on {point.module_name} ({site}) of {model_id or model}; "
          f"{training_tokens:,} tokens from {len(train):,} texts ({real:,} tokens, {training_tokens / max(real, 1):.1f} passes), "
          f"{len(heldout):,} held out")
@@ -347,7 +356,7 @@ def train_sae_folder(
         warnings = quality_warnings(metrics) + sink_warnings(sinks)
         budget = budget_note(training_tokens, d_sae, seconds)
         entry = _entry(out, tmp, model, model_id or model, point, site, saved, metrics, warnings, train=len(train), context=context,
-                       training_tokens=training_tokens, batch_tokens=batch_tokens, lr=lr, seed=seed, corpus=bool(corpus),
+                       training_tokens=training_tokens, batch_tokens=batch_tokens, lr=lr, seed=seed, corpus=bool(corpus), b_dec_init=b_dec_init,
                        outlier_norm_ratio=ratio, skipped_positions=skip)
         write_json(tmp / METRICS_NAME, metrics)
         _write_entry_and_card(tmp, entry)
@@ -434,7 +443,8 @@ def _entry(out: Path, folder: Path, model: str, model_id: str, point: Any, site:
                           **({"tokenizer_sha256": sha256_file(tokenizer_json)} if tokenizer_json.is_file() else {})},
         "training": {"data": f"{training['train']} {where} (one per row)", "tokens": training["training_tokens"],
                      "steps": training["training_tokens"] // training["batch_tokens"], "batch_tokens": training["batch_tokens"],
-                     "lr": training["lr"], "seed": training["seed"], "seconds": metrics["train_seconds"],
+                     "lr": training["lr"], "b_dec_init": training["b_dec_init"], "seed": training["seed"],
+                     "seconds": metrics["train_seconds"],
                      **({"skipped_leading_positions": training["skipped_positions"]} if training["skipped_positions"] else {}),
                      "trainer": f"sae-lens {cfg.metadata.get('sae_lens_training_version', '')} LanguageModelSAETrainingRunner"},
         "limitations": [f"{metrics['tokens_per_latent']:g} training tokens per latent.", *warnings],

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["AttentionSinks", "SINK_NORM_RATIO", "block_outputs", "find_attention_sinks", "sae_sequences", "site_activations",
-           "train_sae"]
+__all__ = ["AttentionSinks", "SINK_NORM_RATIO", "block_outputs", "find_attention_sinks", "geometric_median", "sae_sequences",
+           "site_activations", "train_sae"]
 
 # Attention sinks reach 100-1000x their text's median residual norm (the first token of a model without BOS, for
 # one); ordinary tokens stay within a few times it. 10x separates the two with room on both sides.
@@ -117,6 +117,25 @@ def train_sae(
         with torch.no_grad():
             sae.b_dec.copy_(b_dec_init.to(sae.b_dec))
     return LanguageModelSAETrainingRunner(cfg, override_model=lm, override_dataset=dataset, override_sae=sae).run()
+
+
+def geometric_median(points: torch.Tensor, max_iter: int = 200, rtol: float = 1e-6) -> torch.Tensor:
+    """The point with the least summed distance to `points` (rows), by Weiszfeld's iteration from their mean.
+
+    A robust centre for the decoder bias: the mean of a residual stream is
+    pulled far by its few high-norm tokens, which OpenAI's TopK SAEs avoid by
+    starting the bias here.
+    """
+    x = points.double()
+    y = x.mean(0)
+    for _ in range(max_iter):
+        weights = 1.0 / (x - y).norm(dim=1).clamp_min(1e-12)
+        step = (weights[:, None] * x).sum(0) / weights.sum()
+        done = (step - y).norm() <= rtol * max(float(y.norm()), 1.0)
+        y = step
+        if done:
+            break
+    return y.to(points.dtype)
 
 
 def block_outputs(model: Any, layer: int, rows: list[list[int]], pad_id: int, exclude_ids: tuple[int, ...] = (),

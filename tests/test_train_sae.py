@@ -283,11 +283,31 @@ def test_the_decoder_bias_starts_at_the_activations_mean(ws, tmp_path, monkeypat
 
     monkeypatch.setattr(models, "load_model", load)
     ok("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / "sae", *SMALL)
+    for start in ("geometric-median", "zero"):
+        ok("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / start, *SMALL,
+           "--b-dec-init", start)
     from saerl_zoo.zoo.api import load_sae
 
-    b_dec = load_sae(tmp_path / "sae").b_dec.detach()
-    assert (b_dec - offset["v"]).norm() < 0.2 * offset["v"].norm()
-    assert json.loads((tmp_path / "sae" / "sae_metrics.json").read_text())["explained_variance"] > 0.5
+    for centred in ("sae", "geometric-median"):
+        b_dec = load_sae(tmp_path / centred).b_dec.detach()
+        assert (b_dec - offset["v"]).norm() < 0.2 * offset["v"].norm()
+        assert json.loads((tmp_path / centred / "sae_metrics.json").read_text())["explained_variance"] > 0.5
+    # sae-lens's start, on request: the bias stays far from the centre and the choice is recorded
+    assert (load_sae(tmp_path / "zero").b_dec.detach() - offset["v"]).norm() > 0.5 * offset["v"].norm()
+    entries = {name: yaml.safe_load((tmp_path / name / "zoo_entry.yaml").read_text()) for name in ("sae", "geometric-median", "zero")}
+    assert [e["training"]["b_dec_init"] for e in entries.values()] == ["mean", "geometric-median", "zero"]
+
+
+def test_geometric_median_resists_outliers_and_moves_with_the_points():
+    from saerl_zoo.sae_training import geometric_median
+
+    line = torch.tensor([[0.0, 0.0], [1.0, 0.0], [100.0, 0.0]])  # on a line, the geometric median is the middle point
+    torch.testing.assert_close(geometric_median(line), torch.tensor([1.0, 0.0]), atol=1e-3, rtol=0)
+    points = torch.randn(500, 8, generator=torch.Generator().manual_seed(0))
+    shift = torch.full((8,), 40.0)
+    torch.testing.assert_close(geometric_median(points + shift), geometric_median(points) + shift, atol=1e-3, rtol=0)
+    spiked = torch.cat([points, torch.full((10, 8), 1e4)])  # 2% of the rows far away: the mean follows them, this does not
+    assert geometric_median(spiked).norm() < 1.0 < spiked.mean(0).norm()
 
 
 def test_sinks_are_looked_for_in_corpus_texts_too(ws, tmp_path, monkeypatch):
