@@ -450,6 +450,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cross-host", type=Path, default=ROOT / "runs" / "byom_smollm2" / "prepare",
                    help="`saerl-zoo prepare` output on SmolLM2 (sae/, probes/): the cross pair's host artifacts")
     p.add_argument("--gemma-layers", default="3,5,7,9,11,13,15", help="Gemma-3 blocks to choose from (18 blocks)")
+    p.add_argument("--corpus-only", action="store_true",
+                   help="write the fitting corpus (OUT/corpus.jsonl, what `saerl-zoo transfer fit --corpus` reads) and stop")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -457,12 +459,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    exit_unless_installed("real-models", "scripts/transfer_table.py")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     corpus = build_corpus(args.out / "corpus.jsonl", [r["prompt"] for r in pool_rows(None)[0]], args.n_task, args.n_generic, args.seed)
-    log(f"corpus: {len(corpus)} texts ({args.n_task} task problems + {args.n_generic} standard-library docstring paragraphs)")
+    log(f"corpus: {len(corpus)} texts ({args.n_task} task problems + {args.n_generic} standard-library docstring paragraphs)"
+        f" -> {args.out / 'corpus.jsonl'}")
+    if args.corpus_only:
+        return
+    exit_unless_installed("real-models", "scripts/transfer_table.py")
     results: dict[str, Any] = {}
     partial = args.out / "results.json"
     if partial.exists():

@@ -62,6 +62,13 @@ def test_fitting_corpus_is_disjoint_from_the_pool_by_construction(table, tmp_pat
     assert table.build_corpus(tmp_path / "corpus.jsonl", pool, 200, 5, seed=0) == corpus  # read back from the cache
 
 
+def test_corpus_only_writes_the_fitting_corpus_and_stops(table, tmp_path):
+    """The README's `transfer fit` reads the table's corpus: `--corpus-only` makes it without the models."""
+    table.main(["--corpus-only", "--out", str(tmp_path), "--n-task", "40", "--n-generic", "3"])
+    rows = [json.loads(line) for line in (tmp_path / "corpus.jsonl").read_text().splitlines()]
+    assert len(rows) == 43 and sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl"]
+
+
 def test_a_cached_corpus_holding_a_pool_prompt_is_refused(table, tmp_path):
     pool = pool_prompts()
     path = tmp_path / "corpus.jsonl"
