@@ -168,6 +168,15 @@ def test_hook_filter_matches_whole_dotted_parts_of_module_paths():
     assert [r.hook for r in directory.filter_rows(rows, hook="layers.1.MLP")] == ["model.layers.1.mlp"]
 
 
+@pytest.mark.parametrize("query", ["model.layers.12", "transformer.h.12", "blocks.12.hook_resid_post"])
+def test_a_block_module_path_matches_the_same_residual_stream_under_its_transformerlens_name(rows, query):
+    """prepare --sae-hook is train-sae's --hook: a module path ending at block 12 is that block's output (resid_post 12)."""
+    found = directory.filter_rows(rows, hook=query)
+    assert found and all((r.site, r.layer) == ("resid_post", 12) for r in found)
+    assert len(found) == sum(1 for r in rows if (r.site, r.layer) == ("resid_post", 12))
+    assert not directory.filter_rows(rows, hook="model.layers.12.mlp.down_proj")  # inside the block: not its output
+
+
 def test_zoo_rows_speak_the_resolvers_sites():
     zoo = directory.zoo_rows("sae")
     assert zoo and all(r.source == "zoo" and r.site == "resid_post" and r.hook.endswith(":resid_out") for r in zoo)

@@ -84,7 +84,8 @@ def _print_rows(rows: list[SaeRow], columns: list[str], ids: bool, extra: list[d
 @click.option("--kind", type=click.Choice(["sae", "difficulty-probe", "quality-probe", "stitch"]), help="Only this kind of artifact.")
 @click.option("--model", help="Only artifacts for this host model: its id, its name without the org, or a part of it (any case).")
 @click.option("--hook", help="Only this hook: a site (resid_post, mlp_out, attn_out, z, ...), a layer (12), a hook name "
-                             "(blocks.12.hook_resid_post) or whole dotted parts of one (model.layers.6, attn.hook_z).")
+                             "(blocks.12.hook_resid_post) or whole dotted parts of one (attn.hook_z); a module path ending at a "
+                             "decoder block (model.layers.12) also matches that block's resid_post.")
 @click.option("--source", type=click.Choice(["zoo", "sae-lens", "all"]),
               help="zoo: the catalog; sae-lens: sae-lens's pretrained directory (offline, from its wheel). "
                    "Default: zoo, or all when --model or --hook is given.")

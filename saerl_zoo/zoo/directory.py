@@ -35,6 +35,7 @@ Source = Literal["zoo", "sae-lens"]
 SOURCES: tuple[str, ...] = ("zoo", "sae-lens")
 SAE_LENS_PREFIX = "sae-lens:"
 # The zoo catalog's sites, in the resolver's words: a decoder block's output is the residual stream after it.
+_BLOCK_PATH = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)$")  # a module path ending at decoder block N (hooks._MODULE_LAYER's names)
 _CATALOG_SITES = {"resid_out": "resid_post", "resid_in": "resid_pre", "mlp_out": "mlp_out", "attn_out": "attn_out"}
 _DOWNLOADS = ("hf_hub_download(", "snapshot_download(", "get_safetensors_tensor_shapes(", "_get_with_rate_limit_retry(")
 
@@ -251,7 +252,11 @@ def model_matches(query: str, model: str) -> bool:
 def hook_matcher(query: str) -> Callable[[SaeRow], bool]:
     """`--hook`: a site (`resid_post`, `mlp_out`, `z`, or the catalog's `resid_out`), a layer (`12`),
     a TransformerLens hook name (same site and layer, read by `hooks.parse_hook`), else whole dotted parts of
-    the hook (`model.layers.6` matches `model.layers.6` and `model.layers.6.mlp`, never `model.layers.60`)."""
+    the hook (`model.layers.6` matches `model.layers.6` and `model.layers.6.mlp`, never `model.layers.60`).
+
+    A module path that ends at a decoder block (`model.layers.6`, `transformer.h.6`) names that block's
+    output, the residual stream TransformerLens calls `blocks.6.hook_resid_post`: it matches SAEs recorded
+    under either name, so `prepare --sae-hook model.layers.6` finds what train-sae would otherwise train."""
     q = query.strip()
     sites = {*_CATALOG_SITES.values(), "embed", "resid_mid", "mlp_in", "z"}
     if q in sites or q in _CATALOG_SITES:
@@ -266,6 +271,10 @@ def hook_matcher(query: str) -> Callable[[SaeRow], bool]:
     if spec is not None and spec.module is None:
         return lambda row: (row.site, row.layer) == (spec.site, spec.layer)
     parts = re.compile(rf"(?:^|\.){re.escape(q)}(?:$|[.:])", re.IGNORECASE)
+    block = _BLOCK_PATH.search(q)
+    if block is not None:
+        layer = int(block.group(1))
+        return lambda row: (row.site, row.layer) == ("resid_post", layer) or (row.hook is not None and parts.search(row.hook) is not None)
     return lambda row: row.hook is not None and parts.search(row.hook) is not None
 
 
