@@ -75,7 +75,7 @@ def load_rows(path: str | os.PathLike[str], prompt_field: str | None = "prompt")
 def read_texts(path: str | os.PathLike[str], field: str = "text") -> list[str]:
     """Texts of a jsonl/parquet file (`field` of each row) or of a .txt file (one text per non-empty line)."""
     path = Path(path)
-    if path.suffix == ".txt":
+    if path.suffix.lower() == ".txt":
         if not path.is_file():
             raise FileNotFoundError(f"corpus file not found: {path}")
         texts = [line for line in path.read_text().splitlines() if line.strip()]
@@ -110,7 +110,8 @@ def index_by_id(rows: Sequence[dict[str, Any]], id_field: str, what: str) -> dic
 
 
 def align_labels(
-    rows: list[dict[str, Any]], labels: list[dict[str, Any]], field: str, id_field: str = "id"
+    rows: list[dict[str, Any]], labels: list[dict[str, Any]], field: str, id_field: str = "id", *,
+    bounds: tuple[float, float] | None = None, binary: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of the labelled prompts and their label values, matched by `id_field`.
 
@@ -118,7 +119,9 @@ def align_labels(
     10%), so they live in their own file and are joined here. Ids must be
     unique on both sides and every value a finite number: a repeated id would
     count one prompt twice (or match the wrong one), and a NaN would only
-    surface later, without its line.
+    surface later, without its line. `bounds` (a pass rate's `(0, 1)`) and
+    `binary` (0/1 quality labels) refuse other values here, with the line,
+    rather than as a wrong target or a bare error inside a probe's fit.
     """
     position = index_by_id(rows, id_field, "prompt")
     index_by_id(labels, id_field, "label")
@@ -133,6 +136,10 @@ def align_labels(
             value = int(value)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{where(labels, j, 'label')}: {field!r} is {value!r}, not a finite number")
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            raise ValueError(f"{where(labels, j, 'label')}: {field!r} is {value!r}, outside [{bounds[0]:g}, {bounds[1]:g}]")
+        if binary and value not in (0, 1):
+            raise ValueError(f"{where(labels, j, 'label')}: {field!r} is {value!r}; expected 0 or 1")
         index.append(position[label[id_field]])
         values.append(float(value))
     return np.asarray(index, dtype=np.int64), np.asarray(values, dtype=np.float64)

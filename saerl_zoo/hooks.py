@@ -40,6 +40,13 @@ _MODULE_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)(?:\.|$)")
 _WRITES = {"embed", "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_in"}
 
 
+def block_path_layer(path: str) -> int | None:
+    """N when the module path ends at decoder block N (`model.layers.N`, `transformer.h.N`): that module's output is
+    the residual stream after block N, TransformerLens's `blocks.N.hook_resid_post`. None for any other path."""
+    found = _MODULE_LAYER.search(path)
+    return int(found.group(1)) if found is not None and found.end() == len(path) else None
+
+
 class HookError(ValueError):
     """An SAE's hook cannot be placed on this model exactly; the message names the hook and why."""
 

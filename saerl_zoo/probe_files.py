@@ -44,7 +44,8 @@ def fit_probe_files(
         raise UserError(f"{X.shape[0]} feature rows but {len(rows)} prompts ({features}, {prompts}): featurize this prompt set first")
     field = label_field or ("pass_rate" if kind == "difficulty" else "label")
     label_rows = load_rows(labels, prompt_field=None)
-    index, values = align_labels(rows, label_rows, field)
+    index, values = align_labels(rows, label_rows, field, bounds=(0, 1) if kind == "difficulty" and pass_rate else None,
+                                 binary=kind == "quality" and estimator == "logistic")
     if kind == "difficulty":
         target = 1.0 - values if pass_rate else values
         return DifficultyProbe.fit(X[index], target, seed=seed, target="1 - pass rate" if pass_rate else field)

@@ -281,8 +281,8 @@ def load_pool(folder: Path) -> dict[str, Any]:
     items = load_rows(folder / "prompts.jsonl")
     truth = load_rows(folder / "ground_truth.jsonl", None)
     _same_ids(items, truth, f"{folder} prompts.jsonl vs ground_truth.jsonl")
-    d_rows, pass_rates = align_labels(items, load_rows(folder / "pass_rates.jsonl", None), "pass_rate")
-    q_rows, labels = align_labels(items, load_rows(folder / "quality_labels.jsonl", None), "label")
+    d_rows, pass_rates = align_labels(items, load_rows(folder / "pass_rates.jsonl", None), "pass_rate", bounds=(0, 1))
+    q_rows, labels = align_labels(items, load_rows(folder / "quality_labels.jsonl", None), "label", binary=True)
     return {
         "items": items,
         "truth": truth,

@@ -71,10 +71,11 @@ def train_sae(
     the SAE's ``model_name``. ``skip_leading`` positions of every row are left
     out of training (sae-lens's ``seqpos_slice``): an attention sink at the
     first token would otherwise dominate the reconstruction loss.
-    ``b_dec_init`` starts the decoder bias there (the activations' mean, as
-    sparsify and OpenAI's TopK SAEs start it): sae-lens starts it at zero, and a
-    residual stream whose mean is far from zero (SmolLM2's is ~130 in norm)
-    leaves a short run unable to reach it. Returns the trained sae-lens SAE."""
+    ``b_dec_init`` starts the decoder bias there (a centre of the activations:
+    their mean as sparsify starts it, or their :func:`geometric_median` as
+    OpenAI's TopK SAEs do): sae-lens starts it at zero, and a residual stream
+    whose centre is far from zero (SmolLM2's mean is ~130 in norm) leaves a
+    short run unable to reach it. Returns the trained sae-lens SAE."""
     import datasets
     from sae_lens import (BatchTopKTrainingSAEConfig, LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner,
                           LoggingConfig, TopKTrainingSAEConfig, TrainingSAE, TrainingSAEConfig)
@@ -120,18 +121,31 @@ def train_sae(
 
 
 def geometric_median(points: torch.Tensor, max_iter: int = 200, rtol: float = 1e-6) -> torch.Tensor:
-    """The point with the least summed distance to `points` (rows), by Weiszfeld's iteration from their mean.
+    """The point with the least summed distance to `points` (rows): Weiszfeld's iteration from their mean, with
+    Vardi and Zhang's step where the estimate sits on a row (plain Weiszfeld stops there, median or not).
 
     A robust centre for the decoder bias: the mean of a residual stream is
     pulled far by its few high-norm tokens, which OpenAI's TopK SAEs avoid by
     starting the bias here.
     """
-    x = points.double()
+    x = points.float()
     y = x.mean(0)
+    scale = max(float(x.norm(dim=1).max()), 1e-30)
     for _ in range(max_iter):
-        weights = 1.0 / (x - y).norm(dim=1).clamp_min(1e-12)
-        step = (weights[:, None] * x).sum(0) / weights.sum()
-        done = (step - y).norm() <= rtol * max(float(y.norm()), 1.0)
+        dist = (x - y).norm(dim=1)
+        away = dist > 1e-7 * scale  # rows the estimate does not sit on
+        if not away.any():  # every row is this point
+            break
+        weights = 1.0 / dist[away]
+        pull = (weights[:, None] * x[away]).sum(0) / weights.sum()
+        on_rows = int((~away).sum())
+        if on_rows:  # Vardi-Zhang: move off a row only as far as the other rows' pull outweighs it
+            r = float((weights[:, None] * (x[away] - y)).sum(0).norm())
+            share = min(1.0, on_rows / r) if r > 0 else 1.0
+            step = (1.0 - share) * pull + share * y
+        else:
+            step = pull
+        done = (step - y).norm() <= rtol * max(float(y.norm()), 1e-30)
         y = step
         if done:
             break

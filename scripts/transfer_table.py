@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from saerl_zoo.baselines import compare_with_surface  # noqa: E402
-from saerl_zoo.data import align_labels, load_rows  # noqa: E402
+from saerl_zoo.data import align_labels, load_rows, read_texts  # noqa: E402
 from saerl_zoo.difficulty import DifficultyProbe  # noqa: E402
 from saerl_zoo.embedded import default_path  # noqa: E402
 from saerl_zoo.extras import exit_unless_installed  # noqa: E402
@@ -124,10 +124,15 @@ def build_corpus(path: Path, pool: list[str], n_task: int, n_generic: int, seed:
     Short generated problems can repeat a pool prompt (a truncated or near-duplicate one, or a
     short problem drawn twice): twice as many are drawn and those containing one are dropped
     (`saerl_zoo.transfer.corpus`). A cached corpus is checked again, so one written before this
-    rule is refused, not reused.
+    rule is refused, not reused, and so is one made with other sizes or seed (recorded next to it).
     """
+    settings = {"n_task": n_task, "n_generic": n_generic, "seed": seed}
+    recorded = path.with_suffix(".settings.json")
     if path.exists():
-        texts = [r["text"] for r in load_rows(path, "text")]
+        texts = read_texts(path)
+        made = read_json(recorded) if recorded.exists() else {"n_texts": len(texts)}
+        if made != settings and made != {"n_texts": n_task + n_generic}:
+            raise SystemExit(f"{path} was made with {made}, not {settings}: delete it (and {recorded.name}) to rebuild")
         check_disjoint(texts, pool, f"{path} (delete it to rebuild)")
         return texts
     from saerl_zoo.tasks import build_worked_train_set, format_prompt
@@ -138,6 +143,7 @@ def build_corpus(path: Path, pool: list[str], n_task: int, n_generic: int, seed:
     texts = disjoint_texts(candidates, pool, n_task) + generic_texts(n_generic, seed)
     check_disjoint(texts, pool, "the generic paragraphs")
     random.Random(seed).shuffle(texts)
+    write_json(recorded, settings)
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     return texts

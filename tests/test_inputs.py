@@ -54,6 +54,31 @@ def test_a_label_that_is_not_a_finite_number_names_its_line(tmp_path, value):
         align_labels(prompts, load_rows(path, prompt_field=None), "pass_rate")
 
 
+@pytest.mark.parametrize(("field", "value", "check", "message"), [
+    ("pass_rate", "1.5", {"bounds": (0, 1)}, "'pass_rate' is 1.5, outside \\[0, 1\\]"),
+    ("pass_rate", "-0.25", {"bounds": (0, 1)}, "'pass_rate' is -0.25, outside \\[0, 1\\]"),
+    ("label", "0.5", {"binary": True}, "'label' is 0.5; expected 0 or 1"),
+    ("label", "2", {"binary": True}, "'label' is 2; expected 0 or 1"),
+])
+def test_a_label_outside_what_its_field_allows_names_its_line(tmp_path, field, value, check, message):
+    """A pass rate of 1.5 would train the difficulty probe on a target of -0.5; refused where the file is read."""
+    path = write_jsonl(tmp_path / "l.jsonl", [f'{{"id": "a", "{field}": 1}}', f'{{"id": "b", "{field}": {value}}}'])
+    labels = load_rows(path, prompt_field=None)
+    with pytest.raises(ValueError, match=rf"^{path}:2: {message}$"):
+        align_labels([{"id": "a"}, {"id": "b"}], labels, field, **check)
+    assert align_labels([{"id": "a"}, {"id": "b"}], labels, field)[1].tolist() == [1.0, float(value)]  # no check asked: kept
+
+
+def test_fit_probe_refuses_a_pass_rate_above_one(tmp_path):
+    prompts = write_jsonl(tmp_path / "p.jsonl", [json.dumps({"id": f"p{i}", "prompt": "x"}) for i in range(40)])
+    labels = write_jsonl(tmp_path / "l.jsonl", [json.dumps({"id": f"p{i}", "pass_rate": 0.5}) for i in range(39)] + ['{"id": "p39", "pass_rate": 2}'])
+    features = tmp_path / "X.safetensors"
+    save_csr(features, sp.csr_matrix(np.ones((40, 4), dtype=np.float32)))
+    result = CliRunner().invoke(main, ["fit-probe", "--features", str(features), "--prompts", str(prompts), "--labels", str(labels),
+                                       "--kind", "difficulty", "--out", str(tmp_path / "probe")])
+    assert result.exit_code == 1 and f"{labels}:40: 'pass_rate' is 2, outside [0, 1]" in result.output, result.output
+
+
 def test_aligned_labels_keep_their_values():
     index, values = align_labels([{"id": 7}, {"id": "b"}], [{"id": "b", "label": True}, {"id": 7, "label": 0}], "label")
     assert index.tolist() == [1, 0] and values.tolist() == [1.0, 0.0]

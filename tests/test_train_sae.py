@@ -308,6 +308,10 @@ def test_geometric_median_resists_outliers_and_moves_with_the_points():
     torch.testing.assert_close(geometric_median(points + shift), geometric_median(points) + shift, atol=1e-3, rtol=0)
     spiked = torch.cat([points, torch.full((10, 8), 1e4)])  # 2% of the rows far away: the mean follows them, this does not
     assert geometric_median(spiked).norm() < 1.0 < spiked.mean(0).norm()
+    # started on a row that is not the median (the mean here is row 0): Weiszfeld alone would stop there
+    on_a_row = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [-3.0, 0.0]])
+    torch.testing.assert_close(geometric_median(on_a_row), torch.tensor([1.0, 0.0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(geometric_median(torch.ones(4, 3)), torch.ones(3))  # every row the same point
 
 
 def test_sinks_are_looked_for_in_corpus_texts_too(ws, tmp_path, monkeypatch):

@@ -66,7 +66,11 @@ def test_corpus_only_writes_the_fitting_corpus_and_stops(table, tmp_path):
     """The README's `transfer fit` reads the table's corpus: `--corpus-only` makes it without the models."""
     table.main(["--corpus-only", "--out", str(tmp_path), "--n-task", "40", "--n-generic", "3"])
     rows = [json.loads(line) for line in (tmp_path / "corpus.jsonl").read_text().splitlines()]
-    assert len(rows) == 43 and sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl"]
+    assert len(rows) == 43 and sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl", "corpus.settings.json"]
+    with pytest.raises(SystemExit, match="was made with .*'n_task': 40.*not .*'n_task': 5"):  # not silently reused
+        table.main(["--corpus-only", "--out", str(tmp_path), "--n-task", "5", "--n-generic", "3"])
+    with pytest.raises(SystemExit, match="'seed': 0.*not .*'seed': 3"):
+        table.main(["--corpus-only", "--out", str(tmp_path), "--n-task", "40", "--n-generic", "3", "--seed", "3"])
 
 
 def test_a_cached_corpus_holding_a_pool_prompt_is_refused(table, tmp_path):
@@ -74,7 +78,7 @@ def test_a_cached_corpus_holding_a_pool_prompt_is_refused(table, tmp_path):
     path = tmp_path / "corpus.jsonl"
     path.write_text(json.dumps({"text": "generic text"}) + "\n" + json.dumps({"text": f"{pool[7]} 42"}) + "\n")
     with pytest.raises(ValueError, match="1 of 2 corpus texts contain an evaluation prompt verbatim \\(first: text 1"):
-        table.build_corpus(path, pool, 200, 5, seed=0)
+        table.build_corpus(path, pool, 1, 1, seed=0)
 
 
 def test_disjoint_texts_refuses_when_too_few_are_left():

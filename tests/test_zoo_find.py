@@ -157,24 +157,37 @@ def test_hook_filter(rows, query, check):
 
 
 def test_hook_filter_matches_whole_dotted_parts_of_module_paths():
-    """`model.layers.1` names block 1: never block 10 or 19 (a substring match picked those)."""
-    def row(hook):
-        return directory.SaeRow(hook, "sae", "m", hook, "module_out", None, 8, "sae-lens", "r")
+    """`model.layers.1.mlp` names block 1's MLP: never block 10's or 19's (a substring match picked those)."""
+    def row(hook, site=None, layer=None):
+        return directory.SaeRow(hook, "sae", "m", hook, site, layer, 8, "zoo", "r")
 
-    rows = [row(h) for h in ("model.layers.1", "model.layers.1.mlp", "model.layers.10", "model.layers.19",
-                             "model.layers.1:resid_out", "transformer.model.layers.1")]
-    assert [r.hook for r in directory.filter_rows(rows, hook="model.layers.1")] == [
-        "model.layers.1", "model.layers.1.mlp", "model.layers.1:resid_out", "transformer.model.layers.1"]
-    assert [r.hook for r in directory.filter_rows(rows, hook="layers.1.MLP")] == ["model.layers.1.mlp"]
+    rows = [row(h) for h in ("model.layers.1.mlp", "model.layers.1.mlp.down_proj", "model.layers.10.mlp", "model.layers.19.mlp",
+                             "model.layers.1.mlp:mlp_out", "transformer.model.layers.1.mlp")]
+    assert [r.hook for r in directory.filter_rows(rows, hook="model.layers.1.mlp")] == [
+        "model.layers.1.mlp", "model.layers.1.mlp.down_proj", "model.layers.1.mlp:mlp_out", "transformer.model.layers.1.mlp"]
+    assert [r.hook for r in directory.filter_rows(rows, hook="Layers.1.MLP.down_proj")] == ["model.layers.1.mlp.down_proj"]
 
 
-@pytest.mark.parametrize("query", ["model.layers.12", "transformer.h.12", "blocks.12.hook_resid_post"])
-def test_a_block_module_path_matches_the_same_residual_stream_under_its_transformerlens_name(rows, query):
-    """prepare --sae-hook is train-sae's --hook: a module path ending at block 12 is that block's output (resid_post 12)."""
+def test_a_block_module_path_matches_that_blocks_output_only():
+    """prepare --sae-hook is train-sae's --hook: `model.layers.12` is block 12's output, whatever name an SAE records it
+    under, and neither block 12's input (block 11's output) nor its MLP."""
+    def row(hook, site, layer):
+        return directory.SaeRow(hook, "sae", "m", hook, site, layer, 8, "zoo", "r")
+
+    rows = [row("model.layers.12:resid_out", "resid_post", 12), row("model.layers.12:resid_in", "resid_pre", 12),
+            row("model.layers.12.mlp:mlp_out", "mlp_out", 12), row("blocks.12.hook_resid_post", "resid_post", 12),
+            row("blocks.1.hook_resid_post", "resid_post", 1), row("model.layers.11:resid_out", "resid_post", 11)]
+    want = ["model.layers.12:resid_out", "blocks.12.hook_resid_post"]
+    for query in ("model.layers.12", "Model.Layers.12", "transformer.h.12", "model.layers.12:resid_out", "blocks.12.hook_resid_post"):
+        assert [r.hook for r in directory.filter_rows(rows, hook=query)] == want, query
+    assert [r.hook for r in directory.filter_rows(rows, hook="model.layers.12:resid_in")] == ["model.layers.12:resid_in"]
+    assert [r.hook for r in directory.filter_rows(rows, hook="RESID_POST")] == [r.hook for r in rows if r.site == "resid_post"]
+
+
+@pytest.mark.parametrize("query", ["model.layers.12", "transformer.h.12"])
+def test_a_block_module_path_finds_sae_lens_saes_on_that_residual_stream(rows, query):
     found = directory.filter_rows(rows, hook=query)
-    assert found and all((r.site, r.layer) == ("resid_post", 12) for r in found)
-    assert len(found) == sum(1 for r in rows if (r.site, r.layer) == ("resid_post", 12))
-    assert not directory.filter_rows(rows, hook="model.layers.12.mlp.down_proj")  # inside the block: not its output
+    assert found and len(found) == sum(1 for r in rows if (r.site, r.layer) == ("resid_post", 12))
 
 
 def test_zoo_rows_speak_the_resolvers_sites():

@@ -142,8 +142,8 @@ def eval_cmd(stitch_dir, sae_name, host, target, prompts, prompt_field, ground_t
             probes[kind] = load_probe(given or found[0])
     refit, labelled = None, []
     if refit_difficulty_labels is not None:
-        d_index, d_values = align_labels(rows, load_rows(refit_difficulty_labels, None), "pass_rate")
-        q_index, q_values = align_labels(rows, load_rows(refit_quality_labels, None), "label")
+        d_index, d_values = align_labels(rows, load_rows(refit_difficulty_labels, None), "pass_rate", bounds=(0, 1))
+        q_index, q_values = align_labels(rows, load_rows(refit_quality_labels, None), "label", binary=True)
         refit, labelled = RefitLabels(d_index, 1.0 - d_values, q_index, q_values), [d_index, q_index]
     truth = None
     if ground_truth is not None:

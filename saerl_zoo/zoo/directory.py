@@ -29,13 +29,12 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from saerl_zoo.hooks import HookError, parse_hook
+from saerl_zoo.hooks import HookError, block_path_layer, parse_hook
 
 Source = Literal["zoo", "sae-lens"]
 SOURCES: tuple[str, ...] = ("zoo", "sae-lens")
 SAE_LENS_PREFIX = "sae-lens:"
 # The zoo catalog's sites, in the resolver's words: a decoder block's output is the residual stream after it.
-_BLOCK_PATH = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)$")  # a module path ending at decoder block N (hooks._MODULE_LAYER's names)
 _CATALOG_SITES = {"resid_out": "resid_post", "resid_in": "resid_pre", "mlp_out": "mlp_out", "attn_out": "attn_out"}
 _DOWNLOADS = ("hf_hub_download(", "snapshot_download(", "get_safetensors_tensor_shapes(", "_get_with_rate_limit_retry(")
 
@@ -254,16 +253,22 @@ def hook_matcher(query: str) -> Callable[[SaeRow], bool]:
     a TransformerLens hook name (same site and layer, read by `hooks.parse_hook`), else whole dotted parts of
     the hook (`model.layers.6` matches `model.layers.6` and `model.layers.6.mlp`, never `model.layers.60`).
 
-    A module path that ends at a decoder block (`model.layers.6`, `transformer.h.6`) names that block's
-    output, the residual stream TransformerLens calls `blocks.6.hook_resid_post`: it matches SAEs recorded
-    under either name, so `prepare --sae-hook model.layers.6` finds what train-sae would otherwise train."""
-    q = query.strip()
+    A module path that ends at a decoder block (`model.layers.6`, or the catalog's `model.layers.6:resid_out`)
+    names that block's output, the residual stream TransformerLens calls `blocks.6.hook_resid_post`: it
+    matches exactly the SAEs on that tensor under either name (not the block's input or its MLP), so
+    `prepare --sae-hook model.layers.6` finds what train-sae would otherwise train. Case is ignored.
+    """
+    q = query.strip().lower()
     sites = {*_CATALOG_SITES.values(), "embed", "resid_mid", "mlp_in", "z"}
     if q in sites or q in _CATALOG_SITES:
         site = _CATALOG_SITES.get(q, q)
         return lambda row: row.site == site
-    if q.isdigit():
+    if q.isdecimal():
         return lambda row: row.layer == int(q)
+    module, colon, site = q.partition(":")
+    block = block_path_layer(module)
+    if block is not None and (not colon or site == "resid_out"):
+        return lambda row: (row.site, row.layer) == ("resid_post", block)
     try:
         spec = parse_hook(q)
     except HookError:
@@ -271,10 +276,6 @@ def hook_matcher(query: str) -> Callable[[SaeRow], bool]:
     if spec is not None and spec.module is None:
         return lambda row: (row.site, row.layer) == (spec.site, spec.layer)
     parts = re.compile(rf"(?:^|\.){re.escape(q)}(?:$|[.:])", re.IGNORECASE)
-    block = _BLOCK_PATH.search(q)
-    if block is not None:
-        layer = int(block.group(1))
-        return lambda row: (row.site, row.layer) == ("resid_post", layer) or (row.hook is not None and parts.search(row.hook) is not None)
     return lambda row: row.hook is not None and parts.search(row.hook) is not None
 
 

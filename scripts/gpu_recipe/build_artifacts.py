@@ -205,7 +205,7 @@ def stage_probes(recipe: dict[str, Any], out: Path, pool: list[dict[str, Any]], 
     if final.exists():
         return final
     X = featurize_pool(recipe, out, pool, source)
-    rows, rates = align_labels(pool, lib.read_jsonl(lib.artifacts(out) / "labels" / "pass_rates.jsonl"), "pass_rate")
+    rows, rates = align_labels(pool, lib.read_jsonl(lib.artifacts(out) / "labels" / "pass_rates.jsonl"), "pass_rate", bounds=(0, 1))
     difficulty = cached(
         lib.artifacts(out) / "difficulty_probe",
         lambda: DifficultyProbe.fit(X[rows], 1.0 - rates, l1_ratio=recipe["difficulty"]["l1_ratio"], seed=recipe["seed"]),
