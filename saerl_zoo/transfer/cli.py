@@ -103,6 +103,9 @@ def fit_cmd(sae_name, host, target, corpus, text_field, layer, candidate_layers,
 @click.option("--refit-difficulty-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="jsonl {id, pass_rate}: re-fit the difficulty probe on B's mapped codes (with --refit-quality-labels).")
 @click.option("--refit-quality-labels", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="jsonl {id, label}.")
+@click.option("--exclude", "exclude_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="jsonl with an id per row: prompts a probe was fitted on, left out of the scores (repeatable). With the "
+                   "embedded pool its two labelled subsets, the embedded probes' training labels, are always left out.")
 @click.option("--max-length", type=int, default=128, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -113,9 +116,10 @@ def fit_cmd(sae_name, host, target, corpus, text_field, layer, candidate_layers,
 @click.option("--force", is_flag=True, help="Run although a model's fingerprint differs from the one the stitch recorded "
                                             "(width and block are still checked).")
 def eval_cmd(stitch_dir, sae_name, host, target, prompts, prompt_field, ground_truth, difficulty_probe, quality_probe,
-             refit_difficulty_labels, refit_quality_labels, max_length, batch_size, seed, device, trust_remote_code, out, overwrite, force):
+             refit_difficulty_labels, refit_quality_labels, exclude_files, max_length, batch_size, seed, device, trust_remote_code, out,
+             overwrite, force):
     """Compare the host's SAE, probes and curriculum with the same run through model B and a stitch."""
-    from saerl_zoo.data import align_labels, load_rows
+    from saerl_zoo.data import align_labels, index_by_id, load_rows
     from saerl_zoo.embedded import default_path
     from saerl_zoo.models import load_model
     from saerl_zoo.storage import check_output, write_json
@@ -145,6 +149,15 @@ def eval_cmd(stitch_dir, sae_name, host, target, prompts, prompt_field, ground_t
         d_index, d_values = align_labels(rows, load_rows(refit_difficulty_labels, None), "pass_rate", bounds=(0, 1))
         q_index, q_values = align_labels(rows, load_rows(refit_quality_labels, None), "label", binary=True)
         refit, labelled = RefitLabels(d_index, 1.0 - d_values, q_index, q_values), [d_index, q_index]
+    if prompts is None:  # the embedded probes were fitted on these: scoring them there would flatter both sides
+        exclude_files = (*exclude_files, default_path("pass_rates.jsonl"), default_path("quality_labels.jsonl"))
+    position = index_by_id(rows, "id", "prompt") if exclude_files else {}
+    for path in exclude_files:
+        excluded = load_rows(path, None)
+        unknown = [r.get("id") for r in excluded if r.get("id") not in position]
+        if unknown:
+            raise click.UsageError(f"--exclude {path}: {len(unknown)} ids are not among the prompts, e.g. {unknown[0]!r}")
+        labelled.append(np.array([position[r["id"]] for r in excluded], dtype=np.int64))
     truth = None
     if ground_truth is not None:
         truth_rows = load_rows(ground_truth, None)
@@ -154,6 +167,9 @@ def eval_cmd(stitch_dir, sae_name, host, target, prompts, prompt_field, ground_t
     report = evaluate_stitch(stitch, sae, host_model, host_tokenizer, model, tokenizer, [r[prompt_field] for r in rows],
                              difficulty_probe=probes.get("difficulty"), quality_probe=probes.get("quality"), truth=truth, refit=refit,
                              max_length=max_length, batch_size=batch_size, seed=seed, force=force)
+    if truth is not None:
+        report["scored_prompts"] = {"n": int(truth.scored.sum()), "left_out": int((~truth.scored).sum()),
+                                    "left_out_from": [str(p) for p in exclude_files] + ([] if refit is None else ["refit labels"])}
     if out is not None:
         write_json(out, report)
     shown = {k: v for k, v in report.items() if k != "stitch"}
