@@ -389,8 +389,8 @@ def label(ctx, kind, prompts, out, overwrite, fraction, count, seed, prompt_fiel
 @click.option("--outlier-norm-ratio", type=OutlierRatio(), default="auto", show_default=True,
               help="Attention sinks: tokens above this many times their text's median norm are dropped by every reader "
                    "(and skipped in training when they sit at the first token). auto: 10 if the model has any; none: keep all.")
-@click.option("--b-dec-init", type=click.Choice(["mean", "geometric-median", "zero"]), default="mean", show_default=True,
-              help="Where the decoder bias starts: the mean or the geometric median (robust to a few high-norm tokens) "
+@click.option("--b-dec-init", type=click.Choice(["geometric-median", "mean", "zero"]), default="geometric-median", show_default=True,
+              help="Where the decoder bias starts: the geometric median (robust to a few high-norm tokens) or the mean "
                    "of 256 training texts' activations, or zero (sae-lens's start).")
 @click.option("--gguf-file", help="Load --model from this GGUF file inside the folder.")
 @click.option("--trust-remote-code", is_flag=True, help="Run the model repo's own code (off unless you ask).")

@@ -37,7 +37,7 @@ STORE_BATCH_PROMPTS, BUFFER_BATCHES = 32, 20  # sae-lens's defaults (its buffer 
 BUFFER_TRAIN_BATCHES = 4  # ... raised so that it holds at least this many training batches, for mixing
 SINK_SAMPLE_ROWS = 64  # training rows measured for attention sinks before training
 CENTER_SAMPLE_ROWS = 256  # training rows whose activations' centre (B_DEC_INITS) starts the decoder bias
-B_DEC_INITS = ("mean", "geometric-median", "zero")  # where the decoder bias starts: that sample's centre, or sae-lens's zero
+B_DEC_INITS = ("geometric-median", "mean", "zero")  # where the decoder bias starts: that sample's centre, or sae-lens's zero
 DEAD_FEATURE_WINDOW = 50  # steps without firing after which sae-lens counts a latent dead (train_sae's default)
 MIN_WINDOWS = 2  # a run must last at least this many dead-feature windows (see check_budget)
 MIN_TOKENS_PER_LATENT = 100  # ... and see at least this many tokens per latent
@@ -249,7 +249,7 @@ def train_sae_folder(
     device: str = "cpu",
     model_id: str | None = None,
     outlier_norm_ratio: float | str | None = "auto",
-    b_dec_init: str = "mean",
+    b_dec_init: str = "geometric-median",
     gguf_file: str | None = None,
     trust_remote_code: bool = False,
     overwrite: bool = False,

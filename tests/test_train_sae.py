@@ -262,9 +262,9 @@ def test_bad_outlier_ratio_is_refused_before_the_model_loads(ws, tmp_path, value
     assert not (tmp_path / "x").exists()
 
 
-def test_the_decoder_bias_starts_at_the_activations_mean(ws, tmp_path, monkeypatch):
+def test_the_decoder_bias_starts_at_the_activations_centre(ws, tmp_path, monkeypatch):
     """A residual stream centred far from zero (SmolLM2's mean is ~130 in norm): sae-lens starts b_dec at zero and a
-    short run never gets there; started at the mean, the SAE reconstructs and its bias stays near the centre."""
+    short run never gets there; started at the geometric median (default) or the mean, the SAE reconstructs and its bias stays near the centre."""
     import saerl_zoo.models as models
 
     root, _ = ws
@@ -283,19 +283,19 @@ def test_the_decoder_bias_starts_at_the_activations_mean(ws, tmp_path, monkeypat
 
     monkeypatch.setattr(models, "load_model", load)
     ok("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / "sae", *SMALL)
-    for start in ("geometric-median", "zero"):
+    for start in ("mean", "zero"):
         ok("train-sae", "--model", root / "model", "--prompts", root / "prompts.jsonl", "--out", tmp_path / start, *SMALL,
            "--b-dec-init", start)
     from saerl_zoo.zoo.api import load_sae
 
-    for centred in ("sae", "geometric-median"):
+    for centred in ("sae", "mean"):
         b_dec = load_sae(tmp_path / centred).b_dec.detach()
         assert (b_dec - offset["v"]).norm() < 0.2 * offset["v"].norm()
         assert json.loads((tmp_path / centred / "sae_metrics.json").read_text())["explained_variance"] > 0.5
     # sae-lens's start, on request: the bias stays far from the centre and the choice is recorded
     assert (load_sae(tmp_path / "zero").b_dec.detach() - offset["v"]).norm() > 0.5 * offset["v"].norm()
-    entries = {name: yaml.safe_load((tmp_path / name / "zoo_entry.yaml").read_text()) for name in ("sae", "geometric-median", "zero")}
-    assert [e["training"]["b_dec_init"] for e in entries.values()] == ["mean", "geometric-median", "zero"]
+    entries = {name: yaml.safe_load((tmp_path / name / "zoo_entry.yaml").read_text()) for name in ("sae", "mean", "zero")}
+    assert [e["training"]["b_dec_init"] for e in entries.values()] == ["geometric-median", "mean", "zero"]
 
 
 def test_geometric_median_resists_outliers_and_moves_with_the_points():
