@@ -465,6 +465,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if not args.corpus_only:  # the corpus needs no model: checked before anything is written
+        exit_unless_installed("real-models", "scripts/transfer_table.py")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -473,7 +475,6 @@ def main(argv: list[str] | None = None) -> None:
         f" -> {args.out / 'corpus.jsonl'}")
     if args.corpus_only:
         return
-    exit_unless_installed("real-models", "scripts/transfer_table.py")
     results: dict[str, Any] = {}
     partial = args.out / "results.json"
     if partial.exists():
