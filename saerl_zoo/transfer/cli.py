@@ -153,11 +153,11 @@ def eval_cmd(stitch_dir, sae_name, host, target, prompts, prompt_field, ground_t
         exclude_files = (*exclude_files, default_path("pass_rates.jsonl"), default_path("quality_labels.jsonl"))
     position = index_by_id(rows, "id", "prompt") if exclude_files else {}
     for path in exclude_files:
-        excluded = load_rows(path, None)
-        unknown = [r.get("id") for r in excluded if r.get("id") not in position]
+        excluded = list(index_by_id(load_rows(path, None), "id", "excluded prompt"))  # ids checked as label ids are
+        unknown = [key for key in excluded if key not in position]
         if unknown:
             raise click.UsageError(f"--exclude {path}: {len(unknown)} ids are not among the prompts, e.g. {unknown[0]!r}")
-        labelled.append(np.array([position[r["id"]] for r in excluded], dtype=np.int64))
+        labelled.append(np.array([position[key] for key in excluded], dtype=np.int64))
     truth = None
     if ground_truth is not None:
         truth_rows = load_rows(ground_truth, None)

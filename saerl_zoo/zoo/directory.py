@@ -265,9 +265,9 @@ def hook_matcher(query: str) -> Callable[[SaeRow], bool]:
         return lambda row: row.site == site
     if q.isdecimal():
         return lambda row: row.layer == int(q)
-    module, colon, site = q.partition(":")
+    module, colon, module_site = q.partition(":")
     block = block_path_layer(module)
-    if block is not None and (not colon or site == "resid_out"):
+    if block is not None and (not colon or module_site == "resid_out"):
         return lambda row: (row.site, row.layer) == ("resid_post", block)
     try:
         spec = parse_hook(q)
